@@ -1,0 +1,210 @@
+"""The declarative rung: ``train(config)``, ``load(model_dir)``, ``evaluate(model_dir)``.
+
+    >>> import layerwise as lw                                   # doctest: +SKIP
+    >>> run = lw.train("examples/digits_cnn.yaml", output="runs/digits")
+    >>> m = lw.load(run.model_dir)
+    >>> m.predict(run_rows)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from layerwise import artifact as art
+from layerwise.config import Config, config_hash, parse
+from layerwise.data.augment import Augmenter
+from layerwise.data.batching import TensorData
+from layerwise.data.build import Dataset, build, encode_rows
+from layerwise.data.features import CategoryEncoder, NumericEncoder
+from layerwise.errors import CheckpointError, ConfigError
+from layerwise.evaluation.metrics import evaluate_outputs, headline
+from layerwise.evaluation.plots import learning_curves
+from layerwise.inference.predictor import Predictor
+from layerwise.models import LayerwiseModel, build_model
+from layerwise.tracking.card import model_card
+from layerwise.training import Callback, FitResult, Trainer
+
+__version__ = "0.1.0"
+
+
+@dataclass
+class Run:
+    """What ``train`` leaves behind."""
+
+    dir: Path
+    config: Config
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    fit: FitResult | None = None
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir / "model"
+
+
+def _class_weights(cfg: Config, ds: Dataset) -> dict[str, torch.Tensor]:
+    out = {}
+    for o, enc in zip(cfg.outputs, ds.schema.outputs):
+        cw = getattr(o, "class_weights", None)
+        if cw is None or not isinstance(enc, CategoryEncoder):
+            continue
+        if cw == "balanced":
+            out[o.name] = enc.class_weights(ds.train.targets[o.name])
+        else:
+            unknown = sorted(set(cw) - {str(v) for v in enc.vocab})
+            if unknown:
+                raise ConfigError(f"outputs.{o.name}.class_weights names unknown classes "
+                                  f"{unknown}; classes: {[str(v) for v in enc.vocab]}")
+            out[o.name] = torch.tensor([float(cw.get(str(v), 1.0)) for v in enc.vocab])
+    return out
+
+
+def build_for(cfg: Config, ds: Dataset) -> LayerwiseModel:
+    """Build the model for a config and its fitted data, seeded for reproducibility."""
+    torch.manual_seed(cfg.seed)
+    scales = {e.name: e.scale for e in ds.schema.outputs if isinstance(e, NumericEncoder)}
+    return build_model(cfg.model, cfg.outputs, ds.schema.describe(), _class_weights(cfg, ds),
+                       scales)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _comparable(cfg: Config) -> dict[str, Any]:
+    d = cfg.model_dump(mode="json")
+    for k in ("epochs", "progress", "threads"):
+        d["train"].pop(k, None)
+    return d
+
+
+def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | None = None,
+          overrides: list[str] | None = None, resume: bool = False,
+          callbacks: list[Callback] | None = None, progress: str | None = None) -> Run:
+    """Train from a config: data → model → fit → evaluate → artifact and run outputs."""
+    cfg = parse(config, overrides)
+    if progress:
+        cfg.train.progress = progress  # type: ignore[assignment]
+    out = Path(output) if output else Path("runs") / cfg.name
+    resolved = out / "config.yaml"
+    if resume:
+        if not resolved.is_file():
+            raise CheckpointError(f"cannot resume: {out} has no config.yaml from an earlier run")
+        before = parse(yaml.safe_load(resolved.read_text(encoding="utf-8")))
+        if _comparable(before) != _comparable(cfg):
+            raise CheckpointError(f"cannot resume in {out}: the config differs from the one "
+                                  "the run started with (only train.epochs may change)")
+    out.mkdir(parents=True, exist_ok=True)
+    resolved.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+    t_data = time.perf_counter()
+    ds = build(cfg)
+    t_data = time.perf_counter() - t_data
+    model = build_for(cfg, ds)
+    images = {e.name: e.cfg.augment for e in ds.schema.images}
+    trainer = Trainer(cfg.train, callbacks=callbacks or [], checkpoint_dir=out / "checkpoints",
+                      resume=resume, augment=Augmenter(images, cfg.seed))
+    fit = trainer.fit(model, ds.train, ds.validation)
+    run = Run(out, cfg, history=fit.history, interrupted=fit.interrupted, fit=fit)
+    _write_history(out / "history.csv", fit.history)
+    if fit.interrupted:
+        return run
+
+    model.to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    predictor_metrics: dict[str, Any] = {}
+    for split, data in (("train", ds.train), ("validation", ds.validation), ("test", ds.test)):
+        if data is not None and len(data):
+            predictor_metrics[split] = evaluate_model(model, ds.schema, data)
+    n_params = sum(p.numel() for p in model.parameters())
+    metrics = {**predictor_metrics,
+               "training": {"seconds": round(fit.state.train_time, 3),
+                            "data_seconds": round(t_data, 3),
+                            "samples_per_second": round(fit.samples_per_second, 1),
+                            "epochs": fit.epochs, "steps": fit.state.step,
+                            "skipped_steps": fit.state.skipped,
+                            "stopped_early": fit.state.stopped_early,
+                            "best_epoch": fit.best.get("epoch"),
+                            "parameters": n_params},
+               "choices": fit.choices, "data": ds.info}
+    lineage = {"config_hash": config_hash(cfg), "data_hash": ds.data_hash, "seed": cfg.seed,
+               "versions": {"layerwise": __version__, "torch": torch.__version__,
+                            "python": platform.python_version()},
+               "git_commit": _git_commit()}
+    meta = {"config": cfg.model_dump(mode="json"), "lineage": lineage,
+            "choices": {k: fit.choices[k] for k in ("precision", "memory_format", "batching")},
+            "parameters": n_params}
+    card = model_card(meta, predictor_metrics, ds.info)
+    art.save(out / "model", config=cfg, schema=ds.schema, model=model,
+             metrics={k: headline(v) for k, v in predictor_metrics.items()}, lineage=lineage,
+             reference=ds.reference, card=card, extra={"parameters": n_params,
+                                                       "choices": meta["choices"]})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    learning_curves(fit.history, out / "curves.png")
+    run.metrics = metrics
+    return run
+
+
+@torch.inference_mode()
+def evaluate_model(model: torch.nn.Module, schema: Any, data: TensorData,
+                   batch_size: int = 2048) -> dict[str, Any]:
+    from layerwise.data.batching import take
+
+    model.eval()
+    n = len(data)
+    outs = []
+    for s in range(0, n, batch_size):
+        idx = torch.arange(s, min(n, s + batch_size))
+        outs.append(model(take(data.inputs, idx)))
+    cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+    return evaluate_outputs(schema, cat, data.targets)
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    keys = list(dict.fromkeys(k for h in history for k in h))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+
+
+def load(path: str | Path) -> Predictor:
+    """Load a model directory for prediction: ``lw.load(dir).predict(rows)``."""
+    return Predictor.load(path)
+
+
+def evaluate(model_dir: str | Path, data: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate a saved model on a labelled file, or on its own test split when none is given.
+
+    Without ``data`` the stored config rebuilds the splits; the data hash must match the one
+    recorded at training time, so the test split is the same rows.
+    """
+    pred = Predictor.load(model_dir)
+    if data is None:
+        ds = build(pred.config)
+        recorded = pred.meta.get("lineage", {}).get("data_hash")
+        if recorded and recorded != ds.data_hash:
+            raise ConfigError(f"the data behind {model_dir} changed since training (hash "
+                              f"{ds.data_hash} vs {recorded}); pass a data file to evaluate")
+        if ds.raw_test is None or ds.test is None:
+            raise ConfigError(f"{model_dir}: the run has no test split; pass a data file")
+        tensors, _ = TensorData(pred.schema.encode_inputs(ds.raw_test),
+                                pred.schema.encode_targets(ds.raw_test)), None
+    else:
+        tensors, _ = encode_rows(pred.schema, pred.to_table(data), targets=True)
+    return evaluate_model(pred.model, pred.schema, tensors)

@@ -1,0 +1,147 @@
+"""Batches for training and evaluation.
+
+The fast path (``InMemoryBatches``) keeps every tensor preloaded and makes a batch with one
+index-select per tensor: no per-sample Python. ``LoaderBatches`` wraps a ``DataLoader`` for
+data that must stream; both draw the same per-epoch order from ``(seed, epoch)``, so a run
+can switch paths without changing its results, and a resumed run can skip to any batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+Tree = Any  # a Tensor, or a dict / tuple of Tensors
+
+
+def take(tree: Tree, idx: torch.Tensor) -> Tree:
+    """Index every tensor in a tree of tensors with the same row indices."""
+    if isinstance(tree, torch.Tensor):
+        return tree.index_select(0, idx)
+    if isinstance(tree, dict):
+        return {k: take(v, idx) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(take(v, idx) for v in tree)
+    raise TypeError(f"cannot index a batch of type {type(tree).__name__}")
+
+
+def nbytes(tree: Tree) -> int:
+    if isinstance(tree, torch.Tensor):
+        return tree.element_size() * tree.numel()
+    if isinstance(tree, dict):
+        return sum(nbytes(v) for v in tree.values())
+    if isinstance(tree, list | tuple):
+        return sum(nbytes(v) for v in tree)
+    return 0
+
+
+def first_len(tree: Tree) -> int:
+    if isinstance(tree, torch.Tensor):
+        return int(tree.shape[0])
+    if isinstance(tree, dict):
+        return first_len(next(iter(tree.values())))
+    return first_len(tree[0])
+
+
+@dataclass
+class TensorData:
+    """Encoded rows: ``inputs`` and ``targets`` are tensors or dicts of tensors."""
+
+    inputs: Tree
+    targets: Tree
+
+    def __len__(self) -> int:
+        return first_len(self.inputs)
+
+    def subset(self, idx: torch.Tensor) -> TensorData:
+        return TensorData(take(self.inputs, idx), take(self.targets, idx))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The row order of one epoch: a function of (seed, epoch) alone."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
+    return torch.randperm(n, generator=g)
+
+
+class InMemoryBatches:
+    """Index-slices of preloaded tensors."""
+
+    kind = "memory"
+
+    def __init__(self, data: TensorData, batch_size: int, *, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False) -> None:
+        self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
+        self.drop_last = drop_last and len(data) > batch_size
+        self.n = len(data)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.n // self.batch_size
+        return -(-self.n // self.batch_size)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        return epoch_order(self.n, self.seed, epoch) if self.shuffle else torch.arange(self.n)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tree, Tree]]:
+        order = self._order(epoch)
+        bs = self.batch_size
+        for b in range(start, len(self)):
+            idx = order[b * bs: (b + 1) * bs]
+            yield take(self.data.inputs, idx), take(self.data.targets, idx)
+
+
+class _Rows(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    def __init__(self, data: TensorData) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[Tree, Tree]:
+        idx = torch.tensor([i])
+        return take(self.data.inputs, idx), take(self.data.targets, idx)
+
+
+def _collate(items: list[tuple[Tree, Tree]]) -> tuple[Tree, Tree]:
+    def cat(parts: list[Tree]) -> Tree:
+        head = parts[0]
+        if isinstance(head, torch.Tensor):
+            return torch.cat(parts)
+        if isinstance(head, dict):
+            return {k: cat([p[k] for p in parts]) for k in head}
+        return type(head)(cat([p[i] for p in parts]) for i in range(len(head)))
+
+    return cat([i[0] for i in items]), cat([i[1] for i in items])
+
+
+class LoaderBatches(InMemoryBatches):
+    """The same batches through a ``DataLoader`` (per-sample fetch + collate)."""
+
+    kind = "loader"
+
+    def __init__(self, data: TensorData | torch.utils.data.Dataset, batch_size: int, *,  # type: ignore[type-arg]
+                 shuffle: bool, seed: int = 0, drop_last: bool = False,
+                 num_workers: int = 0) -> None:
+        rows = data if isinstance(data, torch.utils.data.Dataset) else _Rows(data)
+        self.rows = rows
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.n = len(rows)  # type: ignore[arg-type]
+        self.drop_last = drop_last and self.n > batch_size
+        self.num_workers = num_workers
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tree, Tree]]:
+        order = self._order(epoch).tolist()
+        bs = self.batch_size
+        batches = [order[b * bs: (b + 1) * bs] for b in range(start, len(self))]
+        loader = torch.utils.data.DataLoader(self.rows, batch_sampler=batches,
+                                             collate_fn=_collate, num_workers=self.num_workers)
+        yield from loader
+
+
+def make_batches(data: TensorData, batch_size: int, *, kind: str, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False) -> InMemoryBatches:
+    cls = LoaderBatches if kind == "loader" else InMemoryBatches
+    return cls(data, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)

@@ -1,0 +1,260 @@
+"""From a config to encoded train / validation / test tensors.
+
+``build(config)``: sources → checked columns → seeded (stratified) split → encoders fitted
+on the training split only → tensors. The fitted :class:`Schema` travels in the artifact and
+turns raw rows into model inputs at prediction time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from layerwise.config import Config, DataConfig
+from layerwise.data import catalogue, sources
+from layerwise.data.batching import TensorData
+from layerwise.data.features import CategoryEncoder, Encoder, ImageEncoder, make_encoder
+from layerwise.data.sources import BadRows
+from layerwise.data.table import Table
+from layerwise.errors import DataError
+
+NUMERIC_KEY = "numeric"  # numeric + binary inputs, concatenated: float [N, k]
+CATEGORY_KEY = "category"  # category inputs, stacked: long [N, m]
+
+
+class Schema:
+    """The fitted input and output encoders, and how they map to tensors."""
+
+    def __init__(self, inputs: list[Encoder], outputs: list[Encoder]) -> None:
+        self.inputs, self.outputs = inputs, outputs
+        self.numeric = [e for e in inputs if e.kind in ("numeric", "binary")]
+        self.category = [e for e in inputs if e.kind == "category"]
+        self.images = [e for e in inputs if e.kind == "image"]
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Schema:
+        return cls([make_encoder(f, output=False) for f in cfg.inputs],
+                   [make_encoder(f, output=True) for f in cfg.outputs])
+
+    # -- parsing and encoding -----------------------------------------------------------
+    def parse(self, table: Table, *, targets: bool, bad: BadRows) -> tuple[dict, Table]:
+        """Check every used column; drop (and count) bad rows or raise on the first."""
+        encoders = self.inputs + (self.outputs if targets else [])
+        values: dict[str, np.ndarray] = {}
+        mask = np.zeros(len(table), dtype=bool)
+        first: tuple[int, str, str] | None = None
+        for enc in encoders:
+            v, b, reasons = enc.parse(table.column(enc.name), table)
+            values[enc.name] = v
+            if b.any():
+                i = int(np.flatnonzero(b)[0])
+                if first is None or i < first[0]:
+                    first = (i, enc.name, reasons[0])
+                mask |= b
+        if first is not None:
+            if not bad.enabled:
+                raise DataError(f"{table.where(first[0], first[1])}: {first[2]}")
+            for i in np.flatnonzero(mask):
+                bad.skip(table.where(int(i)), "bad value")
+            keep = np.flatnonzero(~mask)
+            values = {k: v[keep] for k, v in values.items()}
+            table = table.take(keep)
+        return values, table
+
+    def fit(self, values: dict[str, np.ndarray]) -> None:
+        for enc in self.inputs + self.outputs:
+            enc.fit(values[enc.name])
+
+    def encode_inputs(self, values: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        if self.numeric:
+            out[NUMERIC_KEY] = torch.stack([e.transform(values[e.name]) for e in self.numeric],
+                                           dim=1)
+        if self.category:
+            out[CATEGORY_KEY] = torch.stack([e.transform(values[e.name]) for e in self.category],
+                                            dim=1)
+        for e in self.images:
+            out[e.name] = e.transform(values[e.name])
+        return out
+
+    def encode_targets(self, values: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {e.name: e.transform(values[e.name]) for e in self.outputs}
+
+    def encode(self, values: dict[str, np.ndarray]) -> TensorData:
+        return TensorData(self.encode_inputs(values), self.encode_targets(values))
+
+    # -- description and persistence ----------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What a model needs to know to build its layers."""
+        return {
+            "numeric_dim": len(self.numeric),
+            "category_sizes": [e.size for e in self.category],  # type: ignore[attr-defined]
+            "category_dims": [e.cfg.embedding_dim for e in self.category],
+            "images": {e.name: (e.channels, *e.size) for e in self.images},  # type: ignore
+            "outputs": {e.name: (e.kind, e.size if isinstance(e, CategoryEncoder) else 1)
+                        for e in self.outputs},
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {"inputs": [{"name": e.name, "type": e.kind, "state": e.state()}
+                           for e in self.inputs],
+                "outputs": [{"name": e.name, "type": e.kind, "state": e.state()}
+                            for e in self.outputs]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for encs, saved in ((self.inputs, state["inputs"]), (self.outputs, state["outputs"])):
+            if [(e.name, e.kind) for e in encs] != [(s["name"], s["type"]) for s in saved]:
+                raise DataError("the saved feature schema does not match the config's features")
+            for e, s in zip(encs, saved):
+                e.load_state(s["state"])
+
+    def reference(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {e.name: {"type": e.kind, **e.reference(values[e.name])}
+                for e in self.inputs + self.outputs}
+
+
+@dataclass
+class Dataset:
+    """Encoded splits plus everything needed to describe them."""
+
+    schema: Schema
+    train: TensorData
+    validation: TensorData | None
+    test: TensorData | None
+    data_hash: str
+    info: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    raw_test: dict[str, np.ndarray] | None = None
+
+
+def load_parts(data: DataConfig) -> dict[str, Table]:
+    """The raw tables: ``all``, or some of ``train`` / ``validation`` / ``test``."""
+    bad = BadRows(data.skip_bad_rows, data.max_bad_rows)
+    if data.dataset:
+        parts = catalogue.load(data.dataset)
+        if data.limit:
+            parts = {k: t.take(np.arange(min(len(t), data.limit))) for k, t in parts.items()}
+    else:
+        parts = {"all": sources.read(data.path, data.format, delimiter=data.delimiter,  # type: ignore[arg-type]
+                                     bad=bad, limit=data.limit)}
+    for key, path in (("validation", data.validation_path), ("test", data.test_path)):
+        if path:
+            parts[key] = sources.read(path, data.format, delimiter=data.delimiter, bad=bad)
+    if "train" in parts and "all" not in parts:
+        parts["all"] = parts.pop("train")
+    return parts
+
+
+def _split_labels(schema: Schema, values: dict[str, np.ndarray]) -> np.ndarray | None:
+    for e in schema.outputs:
+        if e.kind in ("category", "binary"):
+            return np.array([str(v) for v in values[e.name]])
+    return None
+
+
+def _split(n: int, frac: float, labels: np.ndarray | None, seed: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``frac`` held out, stratified when labels allow it."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(n)
+    if frac <= 0:
+        return idx, idx[:0]
+    strat = labels
+    if strat is not None:
+        _, counts = np.unique(strat, return_counts=True)
+        if counts.min() < 2 or int(round(frac * n)) < len(counts):
+            strat = None
+    keep, held = train_test_split(idx, test_size=frac, random_state=seed, stratify=strat)
+    return np.sort(keep), np.sort(held)
+
+
+def _subset(values: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in values.items()}
+
+
+def data_hash(parts: dict[str, dict[str, np.ndarray]]) -> str:
+    h = hashlib.sha256()
+    for part in sorted(parts):
+        for name in sorted(parts[part]):
+            v = parts[part][name]
+            h.update(f"{part}/{name}/{v.dtype}/{v.shape}".encode())
+            h.update(np.ascontiguousarray(v).tobytes() if v.dtype != object
+                     else "\x1f".join(map(str, v)).encode())
+    return h.hexdigest()[:16]
+
+
+def build(cfg: Config) -> Dataset:
+    """Load, check, split, fit encoders on train, and encode every split."""
+    data = cfg.data
+    schema = Schema.from_config(cfg)
+    bad = BadRows(data.skip_bad_rows, data.max_bad_rows)
+    parts = load_parts(data)
+    parsed: dict[str, dict[str, np.ndarray]] = {}
+    tables: dict[str, Table] = {}
+    for key, table in parts.items():
+        parsed[key], tables[key] = schema.parse(table, targets=True, bad=bad)
+    seed = data.split.seed if data.split.seed is not None else cfg.seed
+
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    if data.split.column:
+        col = tables["all"].column(data.split.column)
+        names = np.array([str(v).strip().lower() for v in col])
+        aliases = {"train": "train", "training": "train", "validation": "validation",
+                   "val": "validation", "valid": "validation", "test": "test"}
+        unknown = sorted(set(names) - set(aliases))
+        if unknown:
+            i = int(np.flatnonzero(names == unknown[0])[0])
+            raise DataError(f"{tables['all'].where(i, data.split.column)}: split must be one "
+                            f"of train, validation, test; found {unknown[0]!r}")
+        mapped = np.array([aliases[n] for n in names])
+        for s in ("train", "validation", "test"):
+            splits[s] = _subset(parsed["all"], np.flatnonzero(mapped == s))
+    else:
+        rest = parsed["all"]
+        if "test" in parsed:
+            splits["test"] = parsed["test"]
+        else:
+            keep, held = _split(len(next(iter(rest.values()))), data.split.test,
+                                _split_labels(schema, rest), seed)
+            splits["test"], rest = _subset(rest, held), _subset(rest, keep)
+        if "validation" in parsed:
+            splits["validation"] = parsed["validation"]
+            splits["train"] = rest
+        else:
+            n = len(next(iter(rest.values())))
+            frac = data.split.validation / max(1e-9, 1 - (0 if "test" in parsed
+                                                            else data.split.test))
+            keep, held = _split(n, min(frac, 0.9) if data.split.validation else 0.0,
+                                _split_labels(schema, rest), seed + 1)
+            splits["validation"], splits["train"] = _subset(rest, held), _subset(rest, keep)
+
+    train_n = len(next(iter(splits["train"].values())))
+    if train_n == 0:
+        raise DataError("the training split is empty; check data.split")
+    schema.fit(splits["train"])
+    encoded = {k: schema.encode(v) if len(next(iter(v.values()))) else None
+               for k, v in splits.items()}
+    info = {"source": data.dataset or data.path,
+            "rows": {k: (len(t) if t is not None else 0) for k, t in encoded.items()},
+            "skipped_bad_rows": bad.count}
+    return Dataset(schema, encoded["train"], encoded.get("validation"), encoded.get("test"),
+                   data_hash(splits), info, schema.reference(splits["train"]),
+                   raw_test=splits.get("test"))
+
+
+def encode_rows(schema: Schema, table: Table, *, targets: bool) -> tuple[TensorData, Table]:
+    """Check and encode new rows with an already fitted schema (no fitting)."""
+    values, table = schema.parse(table, targets=targets, bad=BadRows())
+    inputs = schema.encode_inputs(values)
+    tg = schema.encode_targets(values) if targets else {}
+    return TensorData(inputs, tg), table
+
+
+def images_shape(schema: Schema) -> dict[str, tuple[int, ...]]:
+    return {e.name: (e.channels, *e.size) for e in schema.images  # type: ignore[misc]
+            if isinstance(e, ImageEncoder)}

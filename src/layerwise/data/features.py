@@ -1,0 +1,456 @@
+"""Feature types and their encoders: raw column → validated values → tensors, and back.
+
+Every encoder is fitted on the training split only, and its fitted state is plain JSON that
+travels inside the artifact, so a loaded model accepts raw rows. ``parse`` checks a raw
+column and reports bad rows; ``fit`` learns statistics; ``transform`` makes tensors;
+output encoders also ``decode`` model outputs.
+
+=========  ===================  ==========================================================
+type       tensor               fitted state
+=========  ===================  ==========================================================
+numeric    float [N] (scaled)   mean/std or min/max, fill value
+binary     float [N] in {0,1}   the value meaning 1 and the one meaning 0
+category   long [N]             vocabulary (index 0 = unknown for inputs)
+image      float [N, C, H, W]   size, channels, scale, per-channel mean/std
+=========  ===================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from layerwise.data.table import Table
+from layerwise.errors import DataError
+
+_MISSING_TEXT = {"", "na", "nan", "null", "none"}
+_TRUE = {"1", "true", "yes", "y", "t", "1.0"}
+_FALSE = {"0", "false", "no", "n", "f", "0.0"}
+
+
+def is_missing(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float | np.floating):
+        return bool(np.isnan(v))
+    if isinstance(v, str):
+        return v.strip().lower() in _MISSING_TEXT
+    return False
+
+
+def plain(v: Any) -> Any:
+    """A JSON-friendly Python scalar for a numpy scalar."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+class Encoder:
+    """Base class: subclasses set ``kind`` and implement parse/fit/transform/state."""
+
+    kind = ""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.name: str = cfg.name
+
+    # -- checking ---------------------------------------------------------------------
+    def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Return (values, bad mask, reasons for bad rows) for a raw column."""
+        raise NotImplementedError
+
+    def check(self, col: np.ndarray, table: Table) -> np.ndarray:
+        """Parse and raise a DataError naming the first bad row."""
+        values, bad, reasons = self.parse(col, table)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{table.where(i, self.name)}: {reasons[0]}")
+        return values
+
+    # -- fitting ----------------------------------------------------------------------
+    def fit(self, values: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def transform(self, values: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def reference(self, values: np.ndarray) -> dict[str, Any]:
+        """Training-data statistics for drift monitoring."""
+        return {}
+
+
+def _bad(n: int) -> tuple[np.ndarray, list[str]]:
+    return np.zeros(n, dtype=bool), []
+
+
+class NumericEncoder(Encoder):
+    kind = "numeric"
+
+    def __init__(self, cfg: Any, *, output: bool = False) -> None:
+        super().__init__(cfg)
+        self.output = output
+        self.shift = 0.0
+        self.scale = 1.0
+        self.fill = 0.0
+
+    def _policy(self) -> str:
+        return "error" if self.output else self.cfg.missing
+
+    def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        n = len(col)
+        bad, reasons = _bad(n)
+        if col.dtype.kind in "fiub":
+            values = col.astype(np.float64)
+            missing = np.isnan(values)
+        else:
+            values = np.full(n, np.nan)
+            missing = np.zeros(n, dtype=bool)
+            for i, v in enumerate(col):
+                if is_missing(v):
+                    missing[i] = True
+                    continue
+                try:
+                    values[i] = float(v)
+                except (TypeError, ValueError):
+                    bad[i] = True
+                    if not reasons:
+                        reasons.append(f"expected a number; found {v!r}")
+        infinite = np.isinf(values)
+        if infinite.any():
+            if not reasons and not bad[: int(np.flatnonzero(infinite)[0])].any():
+                reasons.insert(0, "expected a finite number; found infinity")
+            bad |= infinite
+        if self._policy() == "error" and missing.any():
+            first = int(np.flatnonzero(missing)[0])
+            if not bad[:first].any():
+                reasons.insert(0, "the cell is empty (set missing: mean, median or constant "
+                                  "on this input to fill it)")
+            bad |= missing
+        return values, bad, reasons
+
+    def fit(self, values: np.ndarray) -> None:
+        present = values[~np.isnan(values)]
+        if len(present) == 0:
+            raise DataError(f"column {self.name!r} has no numbers in the training split")
+        policy = self._policy()
+        self.fill = {"mean": float(present.mean()), "median": float(np.median(present)),
+                     "constant": float(getattr(self.cfg, "fill_value", 0.0))}.get(policy, 0.0)
+        mode = "standard" if self.output else self.cfg.normalize
+        if self.output and not self.cfg.normalize:
+            mode = "none"
+        if mode == "standard":
+            self.shift, self.scale = float(present.mean()), float(present.std()) or 1.0
+        elif mode == "minmax":
+            lo, hi = float(present.min()), float(present.max())
+            self.shift, self.scale = lo, (hi - lo) or 1.0
+
+    def transform(self, values: np.ndarray) -> torch.Tensor:
+        v = np.where(np.isnan(values), self.fill, values)
+        return torch.from_numpy(((v - self.shift) / self.scale).astype(np.float32))
+
+    def decode(self, out: torch.Tensor) -> np.ndarray:
+        return out.float().numpy().astype(np.float64) * self.scale + self.shift
+
+    def state(self) -> dict[str, Any]:
+        return {"shift": self.shift, "scale": self.scale, "fill": self.fill}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.shift, self.scale, self.fill = state["shift"], state["scale"], state["fill"]
+
+    def reference(self, values: np.ndarray) -> dict[str, Any]:
+        v = values[~np.isnan(values)]
+        qs = np.quantile(v, np.linspace(0, 1, 11)).tolist() if len(v) else []
+        return {"count": int(len(v)), "missing": int(np.isnan(values).sum()),
+                "mean": float(v.mean()) if len(v) else None,
+                "std": float(v.std()) if len(v) else None, "deciles": qs}
+
+
+class BinaryEncoder(Encoder):
+    kind = "binary"
+
+    def __init__(self, cfg: Any, *, output: bool = False) -> None:
+        super().__init__(cfg)
+        self.output = output
+        self.negative: Any = 0
+        self.positive: Any = 1
+
+    def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        n = len(col)
+        bad, reasons = _bad(n)
+        values = np.empty(n, dtype=object)
+        policy = "error" if self.output else self.cfg.missing
+        for i, v in enumerate(col):
+            if is_missing(v):
+                if policy == "error":
+                    bad[i] = True
+                    if not reasons:
+                        reasons.append("the cell is empty")
+                else:
+                    values[i] = bool(self.cfg.fill_value)
+                continue
+            values[i] = plain(v)
+        return values, bad, reasons
+
+    def fit(self, values: np.ndarray) -> None:
+        distinct = sorted({str(v) for v in values}, key=str.lower)
+        if len(distinct) > 2:
+            raise DataError(f"binary column {self.name!r} has {len(distinct)} distinct values "
+                            f"in the training split ({distinct[:5]}...); use type: category")
+        lowered = {d.lower() for d in distinct}
+        if lowered <= _TRUE | _FALSE:
+            self.negative, self.positive = "false", "true"
+        else:
+            self.negative = distinct[0]
+            self.positive = distinct[-1] if len(distinct) == 2 else distinct[0] + "?"
+
+    def _to01(self, v: Any) -> float:
+        s = str(v)
+        if self.negative == "false":
+            if s.lower() in _TRUE:
+                return 1.0
+            if s.lower() in _FALSE:
+                return 0.0
+        elif s == self.positive:
+            return 1.0
+        elif s == self.negative:
+            return 0.0
+        raise DataError(f"column {self.name!r}: value {v!r} is neither {self.positive!r} "
+                        f"nor {self.negative!r}")
+
+    def transform(self, values: np.ndarray) -> torch.Tensor:
+        return torch.tensor([self._to01(v) for v in values], dtype=torch.float32)
+
+    def labels(self) -> list[Any]:
+        if self.negative == "false":
+            return [False, True]
+        return [self.negative, self.positive]
+
+    def state(self) -> dict[str, Any]:
+        return {"negative": self.negative, "positive": self.positive}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.negative, self.positive = state["negative"], state["positive"]
+
+    def reference(self, values: np.ndarray) -> dict[str, Any]:
+        x = self.transform(values).numpy()
+        return {"count": int(len(x)), "positive_rate": float(x.mean()) if len(x) else None}
+
+
+class CategoryEncoder(Encoder):
+    """Inputs reserve index 0 for values unseen in training; outputs do not."""
+
+    kind = "category"
+
+    def __init__(self, cfg: Any, *, output: bool = False) -> None:
+        super().__init__(cfg)
+        self.output = output
+        self.vocab: list[Any] = []
+        self._index: dict[str, int] = {}
+
+    def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        n = len(col)
+        bad, reasons = _bad(n)
+        if col.dtype.kind in "iub":
+            return col, bad, reasons
+        values = np.empty(n, dtype=object)
+        policy = "error" if self.output else self.cfg.missing
+        for i, v in enumerate(col):
+            if is_missing(v):
+                if policy == "error":
+                    bad[i] = True
+                    if not reasons:
+                        reasons.append("the cell is empty" + ("" if self.output else
+                                       " (set missing: constant on this input to keep it)"))
+                else:
+                    values[i] = self.cfg.fill_value
+                continue
+            values[i] = plain(v)
+        return values, bad, reasons
+
+    def fit(self, values: np.ndarray) -> None:
+        counts = Counter(plain(v) for v in values)
+        if self.output:
+            self.vocab = sorted(counts, key=lambda v: (str(type(v)), v))
+            if len(self.vocab) < 2:
+                raise DataError(f"output {self.name!r} has {len(self.vocab)} class in the "
+                                "training split; a classifier needs at least 2")
+        else:
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+            kept = [v for v, c in ranked if c >= self.cfg.min_count]
+            self.vocab = ["<unknown>"] + kept[: self.cfg.max_categories]
+        self._index = {str(v): i for i, v in enumerate(self.vocab)}
+
+    @property
+    def size(self) -> int:
+        return len(self.vocab)
+
+    def transform(self, values: np.ndarray) -> torch.Tensor:
+        idx = self._index
+        if self.output:
+            out = []
+            for v in values:
+                j = idx.get(str(plain(v)))
+                if j is None:
+                    raise DataError(f"output {self.name!r}: label {plain(v)!r} was not seen in "
+                                    f"training (known: {self.vocab[:10]})")
+                out.append(j)
+        else:
+            out = [idx.get(str(plain(v)), 0) for v in values]
+        return torch.tensor(out, dtype=torch.long)
+
+    def class_weights(self, y: torch.Tensor) -> torch.Tensor:
+        counts = torch.bincount(y, minlength=self.size).float().clamp(min=1)
+        return counts.sum() / (self.size * counts)
+
+    def state(self) -> dict[str, Any]:
+        return {"vocab": self.vocab}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.vocab = list(state["vocab"])
+        self._index = {str(v): i for i, v in enumerate(self.vocab)}
+
+    def reference(self, values: np.ndarray) -> dict[str, Any]:
+        counts = Counter(str(plain(v)) for v in values)
+        total = sum(counts.values()) or 1
+        return {"count": total, "frequencies": {k: c / total for k, c in
+                                                 counts.most_common(50)}}
+
+
+class ImageEncoder(Encoder):
+    """Arrays ``[N,H,W]``, ``[N,H,W,C]`` or file paths → normalised ``[N,C,H,W]`` floats."""
+
+    kind = "image"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.size: tuple[int, int] | None = tuple(cfg.size) if cfg.size else None  # type: ignore
+        self.channels: int | None = cfg.channels
+        self.scale = 1.0
+        self.mean: list[float] = []
+        self.std: list[float] = []
+
+    def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        n = len(col)
+        bad, reasons = _bad(n)
+        if col.dtype != object:
+            return self._shape(col, table), bad, reasons
+        from PIL import Image, UnidentifiedImageError
+
+        arrays: list[np.ndarray | None] = []
+        for i, v in enumerate(col):
+            if isinstance(v, np.ndarray):
+                arrays.append(v)
+                continue
+            path = str(v)
+            try:
+                with Image.open(path) as im:
+                    mode = "RGB" if (self.channels == 3 or (self.channels is None and
+                                     im.mode not in ("L", "1", "I;16", "I", "F"))) else "L"
+                    if self.channels is None:
+                        self.channels = 3 if mode == "RGB" else 1
+                    im = im.convert(mode)
+                    if self.size is None:
+                        self.size = (im.height, im.width)
+                    if (im.height, im.width) != self.size:
+                        im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
+                    arrays.append(np.asarray(im, dtype=np.uint8))
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+                bad[i] = True
+                arrays.append(None)
+                if not reasons:
+                    kind = "truncated or corrupt" if "truncat" in str(e).lower() or \
+                        isinstance(e, SyntaxError) else "unreadable"
+                    reasons.append(f"image {path!r} is {kind} ({e})")
+        good = [a for a in arrays if a is not None]
+        if not good:
+            return np.zeros((n, 1, 1, 1), dtype=np.uint8), bad, reasons
+        filler = np.zeros_like(good[0])
+        stacked = np.stack([a if a is not None else filler for a in arrays])
+        return self._shape(stacked, table), bad, reasons
+
+    def _shape(self, x: np.ndarray, table: Table) -> np.ndarray:
+        """Bring arrays to [N, C, H, W]."""
+        if x.ndim == 2:  # flattened square images
+            side = int(round(math.sqrt(x.shape[1])))
+            if self.size is None and side * side == x.shape[1]:
+                self.size = (side, side)
+            if self.size is None or self.size[0] * self.size[1] != x.shape[1]:
+                raise DataError(f"{table.origin}, column {self.name!r}: rows of {x.shape[1]} "
+                                "values are not square images; set size: [height, width]")
+            x = x.reshape(len(x), 1, *self.size)
+        elif x.ndim == 3:
+            x = x[:, None]
+        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.transpose(0, 3, 1, 2)
+        elif x.ndim != 4:
+            raise DataError(f"{table.origin}, column {self.name!r}: expected images shaped "
+                            f"[N,H,W] or [N,H,W,C]; got {list(x.shape)}")
+        if self.channels is None:
+            self.channels = x.shape[1]
+        if x.shape[1] != self.channels:
+            if self.channels == 3 and x.shape[1] == 1:
+                x = np.repeat(x, 3, axis=1)
+            elif self.channels == 1 and x.shape[1] == 3:
+                x = x.mean(axis=1, keepdims=True)
+        if self.size is None:
+            self.size = (x.shape[2], x.shape[3])
+        if tuple(x.shape[2:]) != tuple(self.size):
+            t = torch.nn.functional.interpolate(torch.as_tensor(x, dtype=torch.float32),
+                                                size=self.size, mode="bilinear",
+                                                align_corners=False)
+            x = t.numpy()
+        return x
+
+    def fit(self, values: np.ndarray) -> None:
+        x = torch.as_tensor(values, dtype=torch.float32)
+        self.scale = 255.0 if float(x.max()) > 1.0 + 1e-6 else 1.0
+        if float(x.max()) > 255.0 + 1e-6:
+            self.scale = float(x.max())
+        x = x / self.scale
+        self.mean = x.mean(dim=(0, 2, 3)).tolist()
+        self.std = [s or 1.0 for s in x.std(dim=(0, 2, 3)).tolist()]
+
+    def transform(self, values: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(values).to(torch.float32) / self.scale
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+    def state(self) -> dict[str, Any]:
+        return {"size": list(self.size or ()), "channels": self.channels, "scale": self.scale,
+                "mean": self.mean, "std": self.std}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.size = tuple(state["size"])  # type: ignore[assignment]
+        self.channels = state["channels"]
+        self.scale, self.mean, self.std = state["scale"], state["mean"], state["std"]
+
+    def reference(self, values: np.ndarray) -> dict[str, Any]:
+        x = torch.as_tensor(values, dtype=torch.float32) / self.scale
+        return {"count": int(len(x)), "pixel_mean": float(x.mean()),
+                "pixel_std": float(x.std())}
+
+
+INPUT_ENCODERS: dict[str, type[Encoder]] = {
+    "numeric": NumericEncoder, "binary": BinaryEncoder, "category": CategoryEncoder,
+    "image": ImageEncoder}
+OUTPUT_ENCODERS: dict[str, type[Encoder]] = {
+    "numeric": NumericEncoder, "binary": BinaryEncoder, "category": CategoryEncoder}
+
+
+def make_encoder(cfg: Any, *, output: bool) -> Encoder:
+    table = OUTPUT_ENCODERS if output else INPUT_ENCODERS
+    cls = table.get(cfg.type)
+    if cls is None:
+        raise DataError(f"no {'output' if output else 'input'} encoder for type {cfg.type!r}")
+    if cls is ImageEncoder:
+        return cls(cfg)
+    return cls(cfg, output=output)  # type: ignore[call-arg]

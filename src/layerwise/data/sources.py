@@ -1,0 +1,226 @@
+"""Readers for files and folders: CSV, Parquet, JSON Lines, NumPy .npz, image folders.
+
+Each returns a :class:`Table` whose rows remember their line in the file, so that later
+errors (a word in a numeric column, an unreadable image) can name file, line and column.
+Pickle-based formats are refused outright.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from layerwise.data.table import Table
+from layerwise.errors import DataError, UnsafeFormatError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+_PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".bin"}
+_FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet",
+            ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".npz": "npz"}
+
+
+@dataclass
+class BadRows:
+    """Counts rows skipped under ``skip_bad_rows`` and enforces the cap."""
+
+    enabled: bool = False
+    cap: int = 100
+    count: int = 0
+    first: str = ""
+
+    def skip(self, where: str, why: str) -> None:
+        if not self.enabled:
+            raise DataError(f"{where}: {why}")
+        self.count += 1
+        self.first = self.first or f"{where}: {why}"
+        if self.count > self.cap:
+            raise DataError(f"more than max_bad_rows={self.cap} bad rows; the first was "
+                            f"{self.first}")
+
+
+def refuse_pickle(path: Path) -> None:
+    """Raise UnsafeFormatError for files that would need unpickling to read."""
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise UnsafeFormatError(f"{path}: {path.suffix} files may hold pickled code and are "
+                                "never loaded; convert the data to CSV, Parquet or .npz")
+    if path.is_file():
+        with path.open("rb") as f:
+            head = f.read(2)
+        if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+            raise UnsafeFormatError(f"{path}: this file is a Python pickle; pickles can run "
+                                    "code when loaded and are never read")
+
+
+def infer_format(path: Path, given: str | None) -> str:
+    if given:
+        return given
+    if path.is_dir():
+        return "images"
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: cannot tell the format from the extension "
+                        f"{path.suffix!r}; set data.format to one of csv, parquet, jsonl, "
+                        "npz, images")
+    return fmt
+
+
+def read(path: str | Path, fmt: str | None = None, *, delimiter: str = ",",
+         bad: BadRows | None = None, limit: int | None = None) -> Table:
+    """Read one file or folder into a Table."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file not found: {p}")
+    refuse_pickle(p)
+    fmt = infer_format(p, fmt)
+    if p.is_file() and p.stat().st_size == 0:
+        raise DataError(f"{p}: the file is empty")
+    bad = bad or BadRows()
+    if fmt == "csv":
+        delim = "\t" if p.suffix.lower() == ".tsv" and delimiter == "," else delimiter
+        return read_csv(p, delim, bad, limit)
+    if fmt == "jsonl":
+        return read_jsonl(p, bad, limit)
+    if fmt == "parquet":
+        return read_parquet(p, limit)
+    if fmt == "npz":
+        return read_npz(p, limit)
+    if fmt == "images":
+        return read_image_folder(p, limit)
+    raise DataError(f"unknown data format {fmt!r}")
+
+
+def read_csv(path: Path, delimiter: str, bad: BadRows, limit: int | None) -> Table:
+    """Strict CSV: every row must have as many fields as the header."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter, strict=True)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise DataError(f"{path}: the file is empty") from None
+            header = [h.strip() for h in header]
+            if not any(header):
+                raise DataError(f"{path}, line 1: the header row is empty")
+            dup = sorted({h for h in header if header.count(h) > 1})
+            if dup:
+                raise DataError(f"{path}, line 1: repeated column names {dup}")
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            while True:
+                start = reader.line_num + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as e:
+                    bad.skip(f"{path}, line {start}", f"malformed CSV ({e})")
+                    continue
+                if not row:  # a blank line is not a row
+                    continue
+                if len(row) != len(header):
+                    bad.skip(f"{path}, line {start}", f"expected {len(header)} fields "
+                             f"({', '.join(header[:8])}{'...' if len(header) > 8 else ''}); "
+                             f"found {len(row)}")
+                    continue
+                rows.append(row)
+                lines.append(start)
+                if limit and len(rows) >= limit:
+                    break
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); is this a CSV file?") \
+            from None
+    if not rows:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    cols = {h: np.array([r[j] for r in rows], dtype=object) for j, h in enumerate(header)}
+    return Table(cols, str(path), np.array(lines), unit="line")
+
+
+def read_jsonl(path: Path, bad: BadRows, limit: int | None) -> Table:
+    records: list[dict[str, object]] = []
+    lines: list[int] = []
+    with path.open(encoding="utf-8") as f:
+        for no, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                bad.skip(f"{path}, line {no}", f"not valid JSON ({e.msg} at column {e.colno})")
+                continue
+            if not isinstance(obj, dict):
+                bad.skip(f"{path}, line {no}", f"expected a JSON object; found "
+                         f"{type(obj).__name__}")
+                continue
+            records.append(obj)
+            lines.append(no)
+            if limit and len(records) >= limit:
+                break
+    if not records:
+        raise DataError(f"{path}: no JSON records found")
+    keys: list[str] = []
+    for r in records:
+        keys.extend(k for k in r if k not in keys)
+    cols = {k: np.array([r.get(k) for r in records], dtype=object) for k in keys}
+    return Table(cols, str(path), np.array(lines), unit="line")
+
+
+def read_parquet(path: Path, limit: int | None) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except Exception as e:  # pyarrow raises several unrelated types
+        raise DataError(f"{path}: cannot read as Parquet: {e}") from None
+    if limit:
+        frame = frame.iloc[:limit]
+    if len(frame) == 0:
+        raise DataError(f"{path}: the file has no rows")
+    return Table({str(c): frame[c].to_numpy() for c in frame.columns}, str(path))
+
+
+def read_npz(path: Path, limit: int | None) -> Table:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise UnsafeFormatError(f"{path}: holds object arrays that need unpickling; "
+                                    "refused") from None
+        raise DataError(f"{path}: cannot read as .npz: {e}") from None
+    except Exception as e:
+        raise DataError(f"{path}: cannot read as .npz: {e}") from None
+    if not arrays:
+        raise DataError(f"{path}: the archive holds no arrays")
+    lengths = {k: len(v) if v.ndim else 0 for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise DataError(f"{path}: every array needs the same first dimension (one entry per "
+                        f"row); got {lengths}")
+    if limit:
+        arrays = {k: v[:limit] for k, v in arrays.items()}
+    return Table(arrays, str(path))
+
+
+def read_image_folder(path: Path, limit: int | None) -> Table:
+    """``root/<class>/<image>`` → columns ``image`` (file paths) and ``label``."""
+    classes = sorted(d for d in path.iterdir() if d.is_dir())
+    files: list[str] = []
+    labels: list[str] = []
+    for d in classes:
+        for f in sorted(d.iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(str(f))
+                labels.append(d.name)
+    loose = [f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        hint = " (images must sit in one sub-folder per class)" if loose else ""
+        raise DataError(f"{path}: no images found{hint}")
+    if limit:
+        files, labels = files[:limit], labels[:limit]
+    return Table({"image": np.array(files, dtype=object),
+                  "label": np.array(labels, dtype=object)}, str(path))

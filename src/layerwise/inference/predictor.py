@@ -1,0 +1,117 @@
+"""Predictor: load an artifact, turn raw rows into tensors, run the model, decode outputs.
+
+    >>> import layerwise as lw                                   # doctest: +SKIP
+    >>> m = lw.load("runs/wine/model")                           # doctest: +SKIP
+    >>> m.predict([{"alcohol": 13.2, ...}])                      # doctest: +SKIP
+    [{'target': 'class_0', 'target_probability': 0.97, 'target_probabilities': {...}}]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from layerwise import artifact as art
+from layerwise.data import sources
+from layerwise.data.batching import TensorData, take
+from layerwise.data.build import encode_rows
+from layerwise.data.features import BinaryEncoder, CategoryEncoder, NumericEncoder
+from layerwise.data.table import Table
+from layerwise.errors import DataError
+
+
+class Predictor:
+    """A loaded model that accepts raw rows and returns decoded outputs."""
+
+    def __init__(self, artifact: art.Artifact) -> None:
+        self.artifact = artifact
+        self.model = artifact.model.eval()
+        self.schema = artifact.schema
+        self.config = artifact.config
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictor:
+        return cls(art.load(path))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.artifact.meta
+
+    # -- rows → table ---------------------------------------------------------------------
+    def to_table(self, rows: Any) -> Table:
+        """Accept dicts, a dict of lists, a DataFrame, a file path, image paths or arrays."""
+        images = [e.name for e in self.schema.images]
+        if isinstance(rows, Table):
+            return rows
+        if isinstance(rows, str | Path):
+            p = Path(rows)
+            if images and p.suffix.lower() in sources.IMAGE_SUFFIXES:
+                return Table({images[0]: np.array([str(p)], dtype=object)}, str(p))
+            return sources.read(p)
+        if isinstance(rows, np.ndarray) and len(images) == 1 and not self.schema.numeric \
+                and not self.schema.category:
+            arr = rows if rows.ndim >= 3 else rows[None]
+            return Table({images[0]: arr}, "array")
+        if hasattr(rows, "to_dict") and hasattr(rows, "columns"):  # pandas DataFrame
+            return Table({str(c): rows[c].to_numpy() for c in rows.columns}, "DataFrame")
+        if isinstance(rows, dict):
+            if all(isinstance(v, list | tuple | np.ndarray) for v in rows.values()):
+                return Table({k: _column(v) for k, v in rows.items()}, "input")
+            rows = [rows]
+        if isinstance(rows, list | tuple):
+            if not rows:
+                raise DataError("no rows to predict")
+            if all(isinstance(r, str | Path) for r in rows) and len(images) == 1:
+                return Table({images[0]: np.array([str(r) for r in rows], dtype=object)},
+                             "input")
+            if all(isinstance(r, dict) for r in rows):
+                keys = list(dict.fromkeys(k for r in rows for k in r))
+                return Table({k: _column([r.get(k) for r in rows]) for k in keys}, "input")
+        raise DataError(f"cannot predict on {type(rows).__name__}; give dicts, a dict of "
+                        "lists, a DataFrame, a file path, or image paths/arrays")
+
+    # -- running -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, data: TensorData, batch_size: int = 1024) -> dict[str, torch.Tensor]:
+        n = len(data)
+        outs: list[dict[str, torch.Tensor]] = []
+        for start in range(0, n, batch_size):
+            idx = torch.arange(start, min(n, start + batch_size))
+            outs.append(self.model(take(data.inputs, idx)))
+        return {k: torch.cat([o[k] for o in outs]).float() for k in outs[0]}
+
+    def predict(self, rows: Any, batch_size: int = 1024) -> list[dict[str, Any]]:
+        """Decoded predictions, one dict per row."""
+        data, _ = encode_rows(self.schema, self.to_table(rows), targets=False)
+        return self.decode(self.forward(data, batch_size))
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        cols: dict[str, list[Any]] = {}
+        for enc in self.schema.outputs:
+            out = outputs[enc.name]
+            if isinstance(enc, CategoryEncoder):
+                prob = out.softmax(dim=1).numpy()
+                best = prob.argmax(1)
+                cols[enc.name] = [enc.vocab[i] for i in best]
+                cols[f"{enc.name}_probability"] = [float(p[i]) for p, i in zip(prob, best)]
+                cols[f"{enc.name}_probabilities"] = [
+                    {str(v): round(float(x), 6) for v, x in zip(enc.vocab, p)} for p in prob]
+            elif isinstance(enc, BinaryEncoder):
+                p = out.sigmoid().numpy()
+                labels = enc.labels()
+                cols[enc.name] = [labels[int(x >= enc.cfg.threshold)] for x in p]
+                cols[f"{enc.name}_probability"] = [float(x) for x in p]
+            elif isinstance(enc, NumericEncoder):
+                cols[enc.name] = [float(x) for x in enc.decode(out)]
+        n = len(next(iter(cols.values())))
+        return [{k: v[i] for k, v in cols.items()} for i in range(n)]
+
+
+def _column(values: Any) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind in "OUS" or arr.ndim > 1 and arr.dtype == object:
+        return np.array(list(values), dtype=object) if arr.ndim == 1 else arr
+    return arr

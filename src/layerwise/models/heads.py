@@ -1,0 +1,106 @@
+"""Output heads, one per output type: a linear layer, its loss, quick metrics, decoding.
+
+==========  ===============  ===================================  =====================
+type        head output      loss                                 prediction
+==========  ===============  ===================================  =====================
+category    logits [B, n]    cross-entropy (smoothing, weights)   softmax probabilities
+binary      logit [B]        BCE with logits (pos_weight)         sigmoid probability
+numeric     value [B]        MSE / MAE / Huber (scaled targets)   value (unscaled later)
+==========  ===============  ===================================  =====================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Head(nn.Module):
+    kind = ""
+
+    def __init__(self, name: str, in_features: int, out: int, loss_weight: float) -> None:
+        super().__init__()
+        self.name = name
+        self.linear = nn.Linear(in_features, out)
+        self.loss_weight = loss_weight
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h)
+
+
+class CategoryHead(Head):
+    kind = "category"
+
+    def __init__(self, name: str, in_features: int, n: int, loss_weight: float = 1.0,
+                 label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> None:
+        super().__init__(name, in_features, n, loss_weight)
+        self.label_smoothing = label_smoothing
+        self.register_buffer("class_weight", weight if weight is not None else torch.ones(n))
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out.float(), y, weight=self.class_weight,
+                               label_smoothing=self.label_smoothing)
+
+    def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        return {"accuracy": (out.argmax(1) == y).float().mean().item()}
+
+    def probabilities(self, out: torch.Tensor) -> torch.Tensor:
+        return out.float().softmax(dim=1)
+
+
+class BinaryHead(Head):
+    kind = "binary"
+
+    def __init__(self, name: str, in_features: int, loss_weight: float = 1.0,
+                 pos_weight: float | None = None, threshold: float = 0.5) -> None:
+        super().__init__(name, in_features, 1, loss_weight)
+        self.threshold = threshold
+        self.register_buffer("pos_weight", torch.tensor(pos_weight or 1.0))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h).squeeze(1)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(out.float(), y, pos_weight=self.pos_weight)
+
+    def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        pred = (out.float().sigmoid() >= self.threshold).float()
+        return {"accuracy": (pred == y).float().mean().item()}
+
+    def probabilities(self, out: torch.Tensor) -> torch.Tensor:
+        return out.float().sigmoid()
+
+
+class NumericHead(Head):
+    kind = "numeric"
+
+    def __init__(self, name: str, in_features: int, loss_weight: float = 1.0,
+                 loss: str = "mse", scale: float = 1.0) -> None:
+        super().__init__(name, in_features, 1, loss_weight)
+        self.loss_name = loss
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h).squeeze(1)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fn = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}[self.loss_name]
+        return fn(out.float(), y)
+
+    def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        err = (out.float() - y) * self.scale  # back in the target's own units
+        return {"mae": err.abs().mean().item(), "rmse": err.pow(2).mean().sqrt().item()}
+
+
+def build_head(cfg: Any, in_features: int, desc_out: tuple[str, int],
+               class_weight: torch.Tensor | None = None, scale: float = 1.0) -> Head:
+    kind, n = desc_out
+    if kind == "category":
+        return CategoryHead(cfg.name, in_features, n, cfg.loss_weight, cfg.label_smoothing,
+                            class_weight)
+    if kind == "binary":
+        return BinaryHead(cfg.name, in_features, cfg.loss_weight, cfg.pos_weight, cfg.threshold)
+    return NumericHead(cfg.name, in_features, cfg.loss_weight, cfg.loss, scale)

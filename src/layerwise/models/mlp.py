@@ -1,0 +1,55 @@
+"""Multi-layer perceptron: every tabular input (and flattened images) → hidden layers.
+
+    x = concat(numeric, embeddings(category), flatten(images))   # [B, F_in]
+    for width in hidden:  x = dropout(act(norm(linear(x))))       # [B, width]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from layerwise.config import MLPConfig
+from layerwise.errors import ConfigError
+from layerwise.models.layers import TabularEncoder, activation
+from layerwise.models.registry import register_model
+
+
+@register_model("mlp")
+class MLP(nn.Module):
+    def __init__(self, cfg: MLPConfig, desc: dict[str, Any]) -> None:
+        super().__init__()
+        self.tabular = TabularEncoder.from_schema(desc)
+        self.image_names = sorted(desc["images"])
+        in_features = self.tabular.out_features + sum(
+            c * h * w for c, h, w in (desc["images"][n] for n in self.image_names))
+        if in_features == 0:
+            raise ConfigError("model mlp needs at least one input feature")
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in cfg.hidden:
+            layers.append(nn.Linear(width, h))
+            if cfg.norm == "batch":
+                layers.append(nn.BatchNorm1d(h))
+            elif cfg.norm == "layer":
+                layers.append(nn.LayerNorm(h))
+            layers.append(activation(cfg.activation))
+            if cfg.dropout:
+                layers.append(nn.Dropout(cfg.dropout))
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.out_features = width
+
+    @classmethod
+    def from_config(cls, cfg: MLPConfig, desc: dict[str, Any]) -> MLP:
+        return cls(cfg, desc)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [inputs[n].flatten(1) for n in self.image_names]
+        tab = self.tabular(inputs)
+        if tab is not None:
+            parts.append(tab)
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, F_in]
+        return self.body(x)

@@ -1,0 +1,56 @@
+"""The composed model: a family backbone plus one head per output.
+
+    inputs (dict of tensors) → backbone → features [B, F] → heads → {output name: tensor}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from layerwise.models.heads import Head, build_head
+from layerwise.models.registry import get_model
+
+
+class LayerwiseModel(nn.Module):
+    """What ``layerwise train`` builds from a config; any ``nn.Module`` also trains."""
+
+    def __init__(self, backbone: nn.Module, heads: list[Head]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict({h.name: h for h in heads})
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = self.backbone(inputs)  # [B, F]
+        return {name: head(h) for name, head in self.heads.items()}
+
+    def loss(self, outputs: dict[str, torch.Tensor],
+             targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = None
+        for name, head in self.heads.items():
+            part = head.loss_weight * head.loss(outputs[name], targets[name])
+            total = part if total is None else total + part
+        assert total is not None  # a model always has at least one head
+        return total
+
+    def metrics(self, outputs: dict[str, torch.Tensor],
+                targets: dict[str, torch.Tensor]) -> dict[str, float]:
+        single = len(self.heads) == 1
+        out: dict[str, float] = {}
+        for name, head in self.heads.items():
+            for k, v in head.metrics(outputs[name], targets[name]).items():
+                out[k if single else f"{name}_{k}"] = v
+        return out
+
+
+def build_model(model_cfg: Any, output_cfgs: list[Any], desc: dict[str, Any],
+                class_weights: dict[str, torch.Tensor] | None = None,
+                scales: dict[str, float] | None = None) -> LayerwiseModel:
+    """Build backbone (from the registry) and heads for a described schema."""
+    backbone = get_model(model_cfg.family).from_config(model_cfg, desc)  # type: ignore[attr-defined]
+    heads = [build_head(o, backbone.out_features, desc["outputs"][o.name],
+                        (class_weights or {}).get(o.name), (scales or {}).get(o.name, 1.0))
+             for o in output_cfgs]
+    return LayerwiseModel(backbone, heads)

@@ -1,0 +1,82 @@
+"""Optimizers and learning-rate schedules from config.
+
+Every schedule is a pure function of the optimizer step (a ``LambdaLR``), so a checkpoint
+only needs the step count to resume it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from layerwise.config import OptimizerConfig, ScheduleConfig
+from layerwise.errors import UnknownNameError
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig
+                    ) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW; weight decay skips biases and norms."""
+    params = list(params)
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, foreach=True)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, foreach=True)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=True)
+    raise UnknownNameError(f"unknown optimizer {cfg.name!r}; valid: adam, adamw, sgd")
+
+
+def lr_multiplier(cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int, base_lr: float
+                  ) -> Callable[[int], float]:
+    """The factor applied to the base learning rate at optimizer step ``s``."""
+    total = max(1, total_steps)
+    warm = cfg.warmup_steps
+
+    def warmup(s: int) -> float:
+        return min(1.0, (s + 1) / warm) if warm else 1.0
+
+    if cfg.name == "constant":
+        return warmup
+    if cfg.name == "step":
+        every = max(1, cfg.step_size * steps_per_epoch)
+        return lambda s: warmup(s) * cfg.gamma ** (s // every)
+    if cfg.name == "cosine":
+        floor = cfg.min_lr / base_lr if base_lr else 0.0
+
+        def cosine(s: int) -> float:
+            t = min(1.0, max(0, s - warm) / max(1, total - warm))
+            return warmup(s) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+        return cosine
+    if cfg.name == "onecycle":
+        up = max(1, int(cfg.pct_start * total))
+
+        def onecycle(s: int) -> float:
+            # from lr/25 up to lr (cosine), then down to lr/1e4 (cosine)
+            if s < up:
+                t = s / up
+                return 1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * t))
+            t = min(1.0, (s - up) / max(1, total - up))
+            return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * t))
+        return onecycle
+    raise UnknownNameError(f"unknown schedule {cfg.name!r}; valid: constant, cosine, "
+                           "onecycle, step")
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    base = opt.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_multiplier(cfg, total_steps, steps_per_epoch, base))
+
+
+def describe(opt: torch.optim.Optimizer) -> dict[str, Any]:
+    return {"optimizer": type(opt).__name__, "lr": opt.param_groups[0]["lr"]}
