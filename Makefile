@@ -1,0 +1,48 @@
+# layerwise — the two commands of the README:
+#   make demo   set up, train the digits CNN, evaluate it, predict a few images
+#   make test   set up and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-slow lint bench clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned: the CPU wheel (a plain `torch` pulls a CUDA build).
+# The Debian package holds Fashion-MNIST for the fashion example and its tests.
+$(STAMP): pyproject.toml
+	@if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "note: install Fashion-MNIST with: sudo apt-get install dataset-fashion-mnist"; fi; fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev,data]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/layerwise train examples/digits_cnn.yaml --output runs/digits
+	$(BIN)/layerwise evaluate runs/digits/model
+	$(BIN)/python examples/digit_images.py runs/digits/samples
+	$(BIN)/layerwise predict runs/digits/model runs/digits/samples --output runs/digits/predictions.csv
+	@echo; echo "predictions:"; cut -d, -f1-3 runs/digits/predictions.csv
+	@echo; echo "everything is in runs/digits: model/ (the artifact), metrics.json, history.csv, curves.png, config.yaml, predictions.csv"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/training.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,60 @@
+"""``layerwise predict MODEL_DIR INPUT [--output FILE]``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="a model directory")],
+    input_: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV / JSONL / Parquet / "
+                      ".npz file, an image file, or a folder of images")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write .csv or "  # noqa: UP007
+                      ".jsonl (default: JSON lines on stdout)")] = None,
+) -> None:
+    """Predict with a saved model on raw rows or images."""
+    from layerwise.api import load
+    from layerwise.data.sources import IMAGE_SUFFIXES
+    from layerwise.errors import DataError
+
+    model = load(model_dir)
+    rows: Any = input_
+    if input_.is_dir():
+        rows = sorted(str(p) for p in input_.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not rows:
+            raise DataError(f"{input_}: no images found")
+    elif not input_.exists():
+        raise DataError(f"input not found: {input_}")
+    preds = model.predict(rows)
+    if isinstance(rows, list):
+        preds = [{"input": r, **p} for r, p in zip(rows, preds)]
+    write(preds, output)
+
+
+def write(preds: list[dict[str, Any]], output: Path | None) -> None:
+    if output is None or output.suffix.lower() in (".jsonl", ".json"):
+        lines = "\n".join(json.dumps(p, default=str) for p in preds) + "\n"
+        if output is None:
+            sys.stdout.write(lines)
+        else:
+            output.write_text(lines)
+    elif output.suffix.lower() == ".csv":
+        keys = list(dict.fromkeys(k for p in preds for k in p))
+        with output.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            for p in preds:
+                w.writerow({k: json.dumps(v) if isinstance(v, dict) else v
+                            for k, v in p.items()})
+    else:
+        from layerwise.errors import ConfigError
+
+        raise ConfigError(f"--output must end in .csv or .jsonl; got {output.name!r}")
+    if output is not None:
+        print(f"{len(preds)} predictions written to {output}", file=sys.stderr)

@@ -1,0 +1,62 @@
+"""``layerwise train CONFIG [--output DIR] [--set key=value] [--resume]``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o",  # noqa: UP007
+                      help="run directory (default: runs/<name>)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a config "  # noqa: UP007
+                    "value, e.g. --set train.epochs=3 (repeatable)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --output "
+                                         "from its last checkpoint")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+) -> None:
+    """Train a model from a config; writes the model, metrics, history and curves."""
+    from layerwise.api import train as run_train
+
+    run = run_train(config, output=output, overrides=set_ or [], resume=resume,
+                    progress="quiet" if quiet else None)
+    if run.interrupted:
+        st = run.fit.state if run.fit else None
+        print(f"stopped by SIGTERM at step {st.step if st else '?'}; checkpoint in "
+              f"{run.dir / 'checkpoints'}; continue with: layerwise train {config} "
+              f"--output {run.dir} --resume", file=sys.stderr)
+        return
+    _summary(run)
+
+
+def _summary(run: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = run.metrics  # type: ignore[attr-defined]
+    console = Console(stderr=False)
+    table = Table(title=f"{run.config.name}: results", show_header=True)  # type: ignore[attr-defined]
+    splits = [s for s in ("train", "validation", "test") if s in m]
+    keys = []
+    for s in splits:
+        keys += [k for k, v in m[s].items() if isinstance(v, (int, float)) and k not in keys
+                 and k != "count"]
+    table.add_column("metric")
+    for s in splits:
+        table.add_column(s, justify="right")
+    for k in keys:
+        table.add_row(k, *(f"{m[s][k]:.4f}" if k in m[s] else "" for s in splits))
+    console.print(table)
+    t = m["training"]
+    c = m["choices"]
+    console.print(f"trained {t['epochs']} epochs ({t['steps']} steps) in {t['seconds']:.1f} s, "
+                  f"{t['samples_per_second']:.0f} samples/s; precision {c['precision']}, "
+                  f"{c['memory_format']}, {c['batching']} batching")
+    d = run.dir  # type: ignore[attr-defined]
+    console.print(f"model:   {d / 'model'}\nmetrics: {d / 'metrics.json'}\nhistory: "
+                  f"{d / 'history.csv'}\ncurves:  {d / 'curves.png'}\nconfig:  "
+                  f"{d / 'config.yaml'}")

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny configs on data that ships with scikit-learn."""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY_MLP: dict[str, Any] = {
+    "name": "tiny_mlp",
+    "seed": 0,
+    "data": {"dataset": "wine"},
+    "inputs": [{"name": n, "type": "numeric"} for n in
+               ("alcohol", "malic_acid", "ash", "flavanoids", "color_intensity", "proline")],
+    "outputs": [{"name": "target", "type": "category"}],
+    "model": {"family": "mlp", "hidden": [16], "dropout": 0.1},
+    "train": {"epochs": 3, "batch_size": 16, "progress": "quiet", "checkpoint_every": 5},
+}
+
+TINY_CNN: dict[str, Any] = {
+    "name": "tiny_cnn",
+    "seed": 0,
+    "data": {"dataset": "digits", "limit": 300},
+    "inputs": [{"name": "image", "type": "image", "augment": {"shift": 1}}],
+    "outputs": [{"name": "label", "type": "category"}],
+    "model": {"family": "cnn", "blocks": [{"filters": 8, "pool": "max"}], "dense": [16],
+              "dropout": 0.1},
+    "train": {"epochs": 2, "batch_size": 32, "progress": "quiet", "checkpoint_every": 3},
+}
+
+
+@pytest.fixture
+def tiny_mlp() -> dict[str, Any]:
+    return copy.deepcopy(TINY_MLP)
+
+
+@pytest.fixture
+def tiny_cnn() -> dict[str, Any]:
+    return copy.deepcopy(TINY_CNN)
