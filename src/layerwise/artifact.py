@@ -7,7 +7,8 @@
       card.md             the model card
 
 Loading checks the format version, that the weights file really is safetensors (a pickle
-or torch zip is refused before anything reads it), and that every family and feature
+or torch zip is refused before anything reads it, with :class:`UnsafeArtifactError`; a
+damaged or foreign file is an :class:`ArtifactError`), and that every family and feature
 type named in the metadata is registered.
 """
 
@@ -102,19 +103,19 @@ def check_weights_file(path: Path) -> None:
             kind = "a Python pickle" if head[:1] == b"\x80" else "a zip (torch.save) archive"
             raise UnsafeArtifactError(f"{path}: is {kind}, not safetensors; pickled weights "
                                       "can run code when loaded and are refused")
+        # not a code-carrying format, so damaged rather than unsafe: ArtifactError
         (n,) = struct.unpack("<Q", head)
         size = path.stat().st_size
         if n <= 0 or n > min(size - 8, 100 * 2**20):
-            raise UnsafeArtifactError(f"{path}: not a safetensors file (header length {n} "
-                                      f"does not fit a {size}-byte file)")
+            raise ArtifactError(f"{path}: truncated or not a safetensors file (header length "
+                                f"{n} does not fit a {size}-byte file)")
         header = f.read(n)
     try:
         parsed = json.loads(header)
     except ValueError:
-        raise UnsafeArtifactError(f"{path}: not a safetensors file (header is not JSON)") \
-            from None
+        raise ArtifactError(f"{path}: not a safetensors file (header is not JSON)") from None
     if not isinstance(parsed, dict):
-        raise UnsafeArtifactError(f"{path}: not a safetensors file (header is not a mapping)")
+        raise ArtifactError(f"{path}: not a safetensors file (header is not a mapping)")
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -131,8 +132,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ArtifactError(f"{meta_path}: expected a JSON object")
     version = meta.get("format_version")
-    if not isinstance(version, int):
-        raise ArtifactError(f"{meta_path}: missing format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ArtifactError(f"{meta_path}: format_version must be an integer; got "
+                            f"{version!r}")
     if version > FORMAT_VERSION:
         raise ArtifactError(f"{meta_path}: format version {version} is newer than this "
                             f"layerwise reads ({FORMAT_VERSION}); upgrade layerwise")
@@ -140,9 +142,15 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if family not in model_names():
         raise ArtifactError(f"{meta_path}: model family {family!r} is not registered "
                             f"(known: {', '.join(model_names())}); refusing to load")
-    schema = meta.get("schema", {})
+    for key in ("config", "schema"):  # a path string here would be read as a YAML file
+        if not isinstance(meta.get(key), dict):
+            raise ArtifactError(f"{meta_path}: {key!r} must be a JSON object; got "
+                                f"{type(meta.get(key)).__name__}")
     for key, known in (("inputs", INPUT_ENCODERS), ("outputs", OUTPUT_ENCODERS)):
-        for feat in schema.get(key, []):
+        feats = meta["schema"].get(key)
+        if not isinstance(feats, list) or not all(isinstance(f, dict) for f in feats):
+            raise ArtifactError(f"{meta_path}: schema.{key} must be a list of objects")
+        for feat in feats:
             if feat.get("type") not in known:
                 raise ArtifactError(f"{meta_path}: {key[:-1]} {feat.get('name')!r} has "
                                     f"unknown type {feat.get('type')!r}; refusing to load")

@@ -38,18 +38,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
-    except Exception as e:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            return e.exit_code
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
+    except Exception as e:  # usage errors (typer's click) and anything unexpected
+        name = type(e).__name__
+        if name == "Exit" and hasattr(e, "exit_code"):
+            return int(e.exit_code)
+        if name == "Abort":
             return 1
-        print(f"error: unexpected {type(e).__name__}: {e}\n(this is a bug in layerwise; "
-              "please report it with the command you ran)", file=sys.stderr)
+        if hasattr(e, "show") and hasattr(e, "exit_code"):  # a usage error: click prints it
+            e.show()
+            return int(e.exit_code)
+        print(f"error: unexpected {name}: {e}\n(this is a bug in layerwise; please report it "
+              "with the command you ran)", file=sys.stderr)
         return 1
 
 

@@ -117,6 +117,11 @@ def _collate(items: list[tuple[Tree, Tree]]) -> tuple[Tree, Tree]:
     return cat([i[0] for i in items]), cat([i[1] for i in items])
 
 
+def _default_collate(items: list[Any]) -> tuple[Tree, Tree]:
+    inputs, targets = torch.utils.data.default_collate(items)
+    return inputs, targets
+
+
 class LoaderBatches(InMemoryBatches):
     """The same batches through a ``DataLoader`` (per-sample fetch + collate)."""
 
@@ -136,8 +141,10 @@ class LoaderBatches(InMemoryBatches):
         order = self._order(epoch).tolist()
         bs = self.batch_size
         batches = [order[b * bs: (b + 1) * bs] for b in range(start, len(self))]
+        # our own rows come pre-batched (one-row tensors); a user's Dataset yields samples
+        collate = _collate if isinstance(self.rows, _Rows) else _default_collate
         loader = torch.utils.data.DataLoader(self.rows, batch_sampler=batches,
-                                             collate_fn=_collate, num_workers=self.num_workers)
+                                             collate_fn=collate, num_workers=self.num_workers)
         yield from loader
 
 

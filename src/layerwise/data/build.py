@@ -59,7 +59,10 @@ class Schema:
             if not bad.enabled:
                 raise DataError(f"{table.where(first[0], first[1])}: {first[2]}")
             for i in np.flatnonzero(mask):
-                bad.skip(table.where(int(i)), "bad value")
+                if i == first[0]:  # the first skipped row, quoted by the cap, says why
+                    bad.skip(table.where(first[0], first[1]), first[2])
+                else:
+                    bad.skip(table.where(int(i)), "bad value")
             keep = np.flatnonzero(~mask)
             values = {k: v[keep] for k, v in values.items()}
             table = table.take(keep)
@@ -131,9 +134,13 @@ class Dataset:
     raw_test: dict[str, np.ndarray] | None = None
 
 
-def load_parts(data: DataConfig) -> dict[str, Table]:
-    """The raw tables: ``all``, or some of ``train`` / ``validation`` / ``test``."""
-    bad = BadRows(data.skip_bad_rows, data.max_bad_rows)
+def load_parts(data: DataConfig, bad: BadRows | None = None) -> dict[str, Table]:
+    """The raw tables: ``all``, or some of ``train`` / ``validation`` / ``test``.
+
+    ``bad`` counts rows skipped while reading; pass the one that parsing uses too, so that
+    ``max_bad_rows`` caps (and ``info["skipped_bad_rows"]`` reports) both kinds together.
+    """
+    bad = bad or BadRows(data.skip_bad_rows, data.max_bad_rows)
     if data.dataset:
         parts = catalogue.load(data.dataset)
         if data.limit:
@@ -158,7 +165,10 @@ def _split_labels(schema: Schema, values: dict[str, np.ndarray]) -> np.ndarray |
 
 def _split(n: int, frac: float, labels: np.ndarray | None, seed: int
            ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held_out) with ``frac`` held out, stratified when labels allow it."""
+    """Indices (keep, held_out) with ``frac`` held out, stratified when labels allow it.
+
+    ``labels=None`` gives a plain random split (``split.stratify: false``).
+    """
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(n)
@@ -193,12 +203,15 @@ def build(cfg: Config) -> Dataset:
     data = cfg.data
     schema = Schema.from_config(cfg)
     bad = BadRows(data.skip_bad_rows, data.max_bad_rows)
-    parts = load_parts(data)
+    parts = load_parts(data, bad)
     parsed: dict[str, dict[str, np.ndarray]] = {}
     tables: dict[str, Table] = {}
     for key, table in parts.items():
         parsed[key], tables[key] = schema.parse(table, targets=True, bad=bad)
     seed = data.split.seed if data.split.seed is not None else cfg.seed
+
+    def labels(values: dict[str, np.ndarray]) -> np.ndarray | None:
+        return _split_labels(schema, values) if data.split.stratify else None
 
     splits: dict[str, dict[str, np.ndarray]] = {}
     if data.split.column:
@@ -220,7 +233,7 @@ def build(cfg: Config) -> Dataset:
             splits["test"] = parsed["test"]
         else:
             keep, held = _split(len(next(iter(rest.values()))), data.split.test,
-                                _split_labels(schema, rest), seed)
+                                labels(rest), seed)
             splits["test"], rest = _subset(rest, held), _subset(rest, keep)
         if "validation" in parsed:
             splits["validation"] = parsed["validation"]
@@ -230,7 +243,7 @@ def build(cfg: Config) -> Dataset:
             frac = data.split.validation / max(1e-9, 1 - (0 if "test" in parsed
                                                             else data.split.test))
             keep, held = _split(n, min(frac, 0.9) if data.split.validation else 0.0,
-                                _split_labels(schema, rest), seed + 1)
+                                labels(rest), seed + 1)
             splits["validation"], splits["train"] = _subset(rest, held), _subset(rest, keep)
 
     train_n = len(next(iter(splits["train"].values())))

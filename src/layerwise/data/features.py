@@ -200,7 +200,9 @@ class BinaryEncoder(Encoder):
         return values, bad, reasons
 
     def fit(self, values: np.ndarray) -> None:
-        distinct = sorted({str(v) for v in values}, key=str.lower)
+        # a bool among other labels is a ``missing: constant`` fill, not a third value
+        labels = [v for v in values if not isinstance(v, bool)] or list(values)
+        distinct = sorted({str(v) for v in labels}, key=str.lower)
         if len(distinct) > 2:
             raise DataError(f"binary column {self.name!r} has {len(distinct)} distinct values "
                             f"in the training split ({distinct[:5]}...); use type: category")
@@ -212,6 +214,8 @@ class BinaryEncoder(Encoder):
             self.positive = distinct[-1] if len(distinct) == 2 else distinct[0] + "?"
 
     def _to01(self, v: Any) -> float:
+        if isinstance(v, bool):  # a fill value, or a real bool column
+            return float(v)
         s = str(v)
         if self.negative == "false":
             if s.lower() in _TRUE:
@@ -388,8 +392,8 @@ class ImageEncoder(Encoder):
             x = x.reshape(len(x), 1, *self.size)
         elif x.ndim == 3:
             x = x[:, None]
-        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-            x = x.transpose(0, 3, 1, 2)
+        elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+            x = x.transpose(0, 3, 1, 2)[:, :3]  # channels last; RGBA drops its alpha
         elif x.ndim != 4:
             raise DataError(f"{table.origin}, column {self.name!r}: expected images shaped "
                             f"[N,H,W] or [N,H,W,C]; got {list(x.shape)}")
@@ -400,6 +404,9 @@ class ImageEncoder(Encoder):
                 x = np.repeat(x, 3, axis=1)
             elif self.channels == 1 and x.shape[1] == 3:
                 x = x.mean(axis=1, keepdims=True)
+            else:
+                raise DataError(f"{table.origin}, column {self.name!r}: expected images with "
+                                f"{self.channels} channels; got shape {list(x.shape)}")
         if self.size is None:
             self.size = (x.shape[2], x.shape[3])
         if tuple(x.shape[2:]) != tuple(self.size):

@@ -149,7 +149,7 @@ def read_jsonl(path: Path, bad: BadRows, limit: int | None) -> Table:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text)
+                obj = json.loads(text.rstrip("\r\n"))  # so colno is on this line
             except json.JSONDecodeError as e:
                 bad.skip(f"{path}, line {no}", f"not valid JSON ({e.msg} at column {e.colno})")
                 continue
@@ -185,6 +185,12 @@ def read_parquet(path: Path, limit: int | None) -> Table:
 
 
 def read_npz(path: Path, limit: int | None) -> Table:
+    with path.open("rb") as f:
+        magic = f.read(4)
+    # np.load falls back to unpickling anything that is not a zip or .npy; check first, so
+    # that a stray file is "not .npz" rather than "needs unpickling"
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise DataError(f"{path}: not a .npz archive (a zip of .npy arrays, from np.savez)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

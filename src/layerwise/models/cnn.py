@@ -74,8 +74,14 @@ class CNN(nn.Module):
             stages.append(stage)
             ch = stage.out_channels
         self.stages = nn.Sequential(*stages)
+        fh = fw = 0
+        self.stages.eval()  # batch norm cannot run on one probe row in training mode
         with torch.no_grad():  # find the feature map size once
-            fh, fw = self.stages(torch.zeros(1, images[self.image_name][0], h, w)).shape[2:]
+            try:
+                fh, fw = self.stages(torch.zeros(1, images[self.image_name][0], h, w)).shape[2:]
+            except RuntimeError:  # a kernel or pool larger than what is left of the image
+                pass
+        self.stages.train()
         if fh == 0 or fw == 0:
             raise ConfigError(f"model.blocks shrink a {h}x{w} image to nothing; use fewer "
                               "pooling or strided blocks")

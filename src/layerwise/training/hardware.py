@@ -72,8 +72,8 @@ def choose(cfg: Any, model: nn.Module, data_bytes: int) -> Choices:
         reasons["device"] = "CUDA available" if device == "cuda" else "no CUDA device"
     else:
         device, reasons["device"] = cfg.device, "set in config"
-    threads = cfg.threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else (cfg.threads or os.cpu_count() or 1)
+    threads = cfg.threads or cores()
+    reasons["threads"] = "set in config" if cfg.threads else f"all {threads} cores"
 
     if cfg.precision == "auto":
         fast, why = bf16_is_fast(torch.device(device))
@@ -98,6 +98,42 @@ def choose(cfg: Any, model: nn.Module, data_bytes: int) -> Choices:
     else:
         batching, reasons["batching"] = cfg.batching, "set in config"
     return Choices(device, precision, memory_format, batching, int(threads), reasons)
+
+
+def cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# Below this many floating-point operations per forward pass, one thread beats several:
+# each parallel region costs microseconds of synchronisation, and when other processes
+# share the cores, waiting threads stall every op (measured: a 13-32-16-3 MLP ran 70x
+# slower on 2 threads than on 1 on a loaded 2-core machine).
+SMALL_MODEL_FLOPS = 20e6
+
+
+def forward_flops(model: nn.Module, run: Any) -> float:
+    """Floating-point operations of one forward pass (counted, not timed: deterministic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            run()
+        return float(counter.get_total_flops())
+    except Exception:  # an op the counter cannot trace: assume the model is not small
+        return float("inf")
+    finally:
+        model.train(was)
+
+
+def threads_for(flops: float, available: int) -> tuple[int, str]:
+    if available > 1 and flops < SMALL_MODEL_FLOPS:
+        return 1, (f"small model ({flops / 1e6:.2g} MFLOP per forward batch): one thread "
+                   "avoids synchronisation overhead")
+    return available, f"all {available} cores ({flops / 1e6:.3g} MFLOP per forward batch)"
 
 
 def _memory_budget() -> int:

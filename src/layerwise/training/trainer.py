@@ -40,7 +40,7 @@ from layerwise.data.batching import InMemoryBatches, TensorData, Tree, make_batc
 from layerwise.errors import CheckpointError, ConfigError, NonFiniteError
 from layerwise.training import checkpoint as ckpt
 from layerwise.training.callbacks import Callback, LogLines, ProgressBar
-from layerwise.training.hardware import Choices, choose
+from layerwise.training.hardware import Choices, choose, forward_flops, threads_for
 from layerwise.training.optim import build_optimizer, build_scheduler
 
 Batch = tuple[Tree, Tree]
@@ -173,7 +173,6 @@ class Trainer:
         size = nbytes(train_data.inputs) + nbytes(train_data.targets) \
             if isinstance(train_data, TensorData) else 0
         self.choices = choices = choose(cfg, model, size)
-        torch.set_num_threads(choices.threads)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         device = torch.device(choices.device)
@@ -182,6 +181,11 @@ class Trainer:
         if channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         batches = self._batches(train_data, choices, shuffle=True, device=device)
+        if cfg.threads is None and device.type == "cpu":
+            inputs, _ = _to(next(iter(batches.epoch(0))), device, channels_last)
+            flops = forward_flops(model, lambda: model(inputs))
+            choices.threads, choices.reasons["threads"] = threads_for(flops, choices.threads)
+        torch.set_num_threads(choices.threads)
         val_batches = self._batches(val_data, choices, shuffle=False, device=device,
                                     batch_size=cfg.batch_size * 4) if val_data else None
         self.steps_per_epoch = math.ceil(len(batches) / cfg.accumulate)
