@@ -17,8 +17,13 @@ from layerwise.data.features import BinaryEncoder, CategoryEncoder, NumericEncod
 
 def classification(y_true: np.ndarray, y_pred: np.ndarray, labels: list[Any],
                    scores: np.ndarray | None = None) -> dict[str, Any]:
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
-                                 precision_recall_fscore_support, roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     idx = list(range(len(labels)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)

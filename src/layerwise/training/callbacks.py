@@ -47,8 +47,13 @@ class ProgressBar(Callback):
         self.progress: Any = None
 
     def on_fit_start(self, trainer: Any, model: Any) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
                                  MofNCompleteColumn(), TimeRemainingColumn(),
