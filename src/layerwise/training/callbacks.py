@@ -66,7 +66,7 @@ class ProgressBar(Callback):
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         self.progress.reset(self.task, total=trainer.steps_per_epoch,
                             completed=trainer.state.batch // trainer.config.accumulate,
-                            epoch=f"{epoch + 1}/{trainer.config.epochs}")
+                            epoch=f"{epoch + 1}/{trainer.config.epochs}", info="")
 
     def on_step_end(self, trainer: Any, step: int, loss: Any) -> None:
         now = time.monotonic()
