@@ -7,6 +7,8 @@ and ``build(parse(config))`` with ``data.path`` pointing at the same file.
 from __future__ import annotations
 
 import pickle
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -279,6 +281,36 @@ def test_non_image_with_png_suffix_names_the_file(tmp_path: Path) -> None:
     assert str(bad) in msg and "unreadable" in msg
 
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` grey pixels; almost no data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_a_data_error(tmp_path: Path) -> None:
+    # regression: PIL's DecompressionBombError (not an OSError) escaped as a crash
+    root = _image_folder(tmp_path)
+    bomb = root / "dog" / "5.png"
+    bomb.write_bytes(_png_header_only(20_000, 20_000))
+    msg = raises(DataError, lambda: build(image_config(root)))
+    assert str(bomb) in msg and "too large" in msg
+
+
+def test_postscript_disguised_as_png_is_not_interpreted(tmp_path: Path) -> None:
+    # regression: PIL identifies files by content and hands EPS to Ghostscript (if installed)
+    root = _image_folder(tmp_path)
+    eps = root / "cat" / "3.png"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    msg = raises(DataError, lambda: build(image_config(root)))
+    assert str(eps) in msg and "cannot identify image file" in msg
+    assert "Ghostscript" not in msg
+
+
 def test_skip_bad_rows_skips_a_broken_image(tmp_path: Path) -> None:
     root = _image_folder(tmp_path)
     (root / "cat" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
@@ -389,3 +421,35 @@ def test_jsonl_skip_bad_rows_counts(tmp_path: Path) -> None:
     ds = build_file(p, skip_bad_rows=True)
     assert ds.info["skipped_bad_rows"] == 2
     assert sum(ds.info["rows"].values()) == 18
+
+
+def test_jsonl_line_that_is_not_utf8_names_the_line(tmp_path: Path, load: Loader) -> None:
+    # regression: a UnicodeDecodeError escaped instead of a DataError
+    lines = [f'{{"x": {i}, "y": "{"ab"[i % 2]}"}}'.encode() for i in range(20)]
+    lines[6] = '{"x": 6, "y": "caf\u00e9"}'.encode("latin-1")  # line 7
+    p = tmp_path / "latin1.jsonl"
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    msg = raises(DataError, lambda: load(p))
+    assert str(p) in msg and "line 7" in msg and "UTF-8" in msg
+    if load is build_file:
+        assert build_file(p, skip_bad_rows=True).info["skipped_bad_rows"] == 1
+
+
+def test_jsonl_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    p = tmp_path / "bom.jsonl"
+    p.write_text("\ufeff" + "\n".join('{"x": 1, "y": "a"}' for _ in range(3)) + "\n",
+                 encoding="utf-8")
+    assert len(sources.read(p)) == 3
+
+
+# ----------------------------------------------------------------------------- format
+
+
+def test_format_that_does_not_fit_the_path(tmp_path: Path) -> None:
+    # regression: NotADirectoryError / IsADirectoryError escaped instead of a DataError
+    p = write(tmp_path, "rows.csv", good_csv())
+    msg = raises(DataError, lambda: sources.read(p, "images"))
+    assert str(p) in msg and "folder" in msg
+    for fmt in ("csv", "jsonl", "npz"):
+        msg = raises(DataError, lambda fmt=fmt: build_file(tmp_path, format=fmt))
+        assert str(tmp_path) in msg and "this is a folder" in msg

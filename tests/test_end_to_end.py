@@ -170,3 +170,24 @@ def test_augmentations_are_seeded_and_keep_shapes() -> None:
     out = aug({"image": x, "other": x})
     assert out["image"].shape == x.shape and torch.equal(out["other"], x)
     assert not Augmenter({"image": AugmentConfig()}, seed=3)
+
+
+def test_image_paths_in_a_csv_are_relative_to_the_csv(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from layerwise.config import parse
+    from layerwise.data.build import build
+
+    (tmp_path / "pics").mkdir()
+    rows = []
+    for i in range(12):
+        Image.fromarray(np.full((6, 6), 20 * i, dtype=np.uint8)).save(tmp_path / "pics" / f"{i}.png")
+        rows.append({"file": f"pics/{i}.png", "label": "a" if i % 2 else "b"})
+    pd.DataFrame(rows).to_csv(tmp_path / "index.csv", index=False)
+    monkeypatch.chdir(tmp_path.parent)  # not the CSV's folder
+    ds = build(parse({"data": {"path": str(tmp_path / "index.csv"), "split": {"test": 0.25}},
+                      "inputs": [{"name": "file", "type": "image"}],
+                      "outputs": [{"name": "label", "type": "category"}],
+                      "model": {"family": "cnn"}}))
+    assert ds.train.inputs["file"].shape[1:] == (1, 6, 6)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -107,6 +108,22 @@ def test_unknown_category_maps_to_index_zero_at_prediction_time(tmp_path: Path) 
     rows = rows.take(np.arange(3))
     data, _ = encode_rows(ds.schema, rows, targets=False)
     assert data.inputs["category"][:, 0].tolist() == [1, 0, 2]
+
+
+def test_pandas_missing_values_are_missing(tmp_path: Path) -> None:
+    # regression: pd.NA (nullable string columns) became the category '<NA>', silently
+    # unknown, and a "word" in numeric columns
+    ds = _colours(tmp_path)
+    frame = pd.DataFrame({"colour": pd.array(["red", None], dtype="string")})
+    table = Table({"colour": frame["colour"].to_numpy()}, "DataFrame")
+    with pytest.raises(DataError, match=r"DataFrame, row 2, column 'colour': the cell is empty"):
+        encode_rows(ds.schema, table, targets=False)
+    enc = NumericEncoder(parse({"data": {"path": "x.csv"}, "inputs": [
+        {"name": "x", "type": "numeric"}], "outputs": [{"name": "y", "type": "category"}],
+        "model": {"family": "mlp"}}).inputs[0])
+    col = np.array([1.5, pd.NA, pd.NaT], dtype=object)
+    with pytest.raises(DataError, match=r"row 2, column 'x': the cell is empty"):
+        enc.check(col, Table({"x": col}, "input"))
 
 
 def test_rare_categories_map_to_unknown(tmp_path: Path) -> None:
@@ -315,3 +332,14 @@ def test_stratify_false_gives_a_plain_random_split(tmp_path: Path) -> None:
                                stratify=np.array(["b" if i % 5 == 0 else "a"
                                                   for i in range(100)]))
     assert _xs(ds, "test") != sorted(held.tolist())
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".gif", ".tiff", ".webp"])
+def test_every_image_suffix_reads(tmp_path: Path, suffix: str) -> None:
+    root = tmp_path / "folder"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((6, 6), 50 * i, np.uint8)).save(root / c / f"{i}{suffix}")
+    ds = build(image_config(root, channels=1))  # GIF and WebP would store these as colour
+    assert tuple(ds.train.inputs["image"].shape[1:]) == (1, 6, 6)

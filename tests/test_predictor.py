@@ -73,8 +73,7 @@ def digits() -> np.ndarray:
 def assert_same(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
     """Equal labels and keys; probabilities equal to float32 noise (thread scheduling and
     CSV text can move the last bits)."""
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g.keys() == w.keys()
         for k, v in w.items():
             if isinstance(v, float):

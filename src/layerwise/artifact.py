@@ -91,31 +91,39 @@ def _json_default(o: Any) -> Any:
 
 
 def check_weights_file(path: Path) -> None:
-    """Refuse anything that is not a well-formed safetensors file, without unpickling."""
+    """Refuse anything that is not a well-formed safetensors file, without unpickling.
+
+    A safetensors file starts with its header length as 8 little-endian bytes, and those
+    can begin with 0x80 (a pickle's first byte) or "PK" (a zip's): 1 in 32 lengths has the
+    low byte 0x80. So the header is checked first, and only a file that is not safetensors
+    is named a pickle or a zip (:class:`UnsafeArtifactError`) or damaged
+    (:class:`ArtifactError`).
+    """
     if not path.is_file():
         raise ArtifactError(f"{path.parent}: no {WEIGHTS} (is this a layerwise model "
                             "directory?)")
+    size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
         if len(head) < 8:
             raise ArtifactError(f"{path}: truncated weights file ({len(head)} bytes)")
-        if head[:1] == b"\x80" or head[:2] == b"PK":
-            kind = "a Python pickle" if head[:1] == b"\x80" else "a zip (torch.save) archive"
-            raise UnsafeArtifactError(f"{path}: is {kind}, not safetensors; pickled weights "
-                                      "can run code when loaded and are refused")
-        # not a code-carrying format, so damaged rather than unsafe: ArtifactError
         (n,) = struct.unpack("<Q", head)
-        size = path.stat().st_size
-        if n <= 0 or n > min(size - 8, 100 * 2**20):
-            raise ArtifactError(f"{path}: truncated or not a safetensors file (header length "
-                                f"{n} does not fit a {size}-byte file)")
-        header = f.read(n)
+        fits = 0 < n <= min(size - 8, 100 * 2**20)
+        header = f.read(n) if fits else b""
     try:
-        parsed = json.loads(header)
-    except ValueError:
-        raise ArtifactError(f"{path}: not a safetensors file (header is not JSON)") from None
-    if not isinstance(parsed, dict):
-        raise ArtifactError(f"{path}: not a safetensors file (header is not a mapping)")
+        parsed = json.loads(header) if fits else None
+    except (ValueError, RecursionError):  # RecursionError: "[[[[...", nested too deep
+        parsed = None
+    if isinstance(parsed, dict):
+        return
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        kind = "a Python pickle" if head[:1] == b"\x80" else "a zip (torch.save) archive"
+        raise UnsafeArtifactError(f"{path}: is {kind}, not safetensors; pickled weights "
+                                  "can run code when loaded and are refused")
+    if not fits:
+        raise ArtifactError(f"{path}: truncated or not a safetensors file (header length "
+                            f"{n} does not fit a {size}-byte file)")
+    raise ArtifactError(f"{path}: not a safetensors file (the header is not a JSON object)")
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -127,7 +135,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{p}: no {META}; not a layerwise model directory")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise ArtifactError(f"{meta_path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise ArtifactError(f"{meta_path}: expected a JSON object")

@@ -58,11 +58,11 @@ class Schema:
         if first is not None:
             if not bad.enabled:
                 raise DataError(f"{table.where(first[0], first[1])}: {first[2]}")
-            for i in np.flatnonzero(mask):
+            for i in np.flatnonzero(mask).tolist():
                 if i == first[0]:  # the first skipped row, quoted by the cap, says why
-                    bad.skip(table.where(first[0], first[1]), first[2])
+                    bad.skip(table.where(i, first[1]), first[2])
                 else:
-                    bad.skip(table.where(int(i)), "bad value")
+                    bad.skip(table.where(i), "bad value")
             keep = np.flatnonzero(~mask)
             values = {k: v[keep] for k, v in values.items()}
             table = table.take(keep)
@@ -112,7 +112,7 @@ class Schema:
         for encs, saved in ((self.inputs, state["inputs"]), (self.outputs, state["outputs"])):
             if [(e.name, e.kind) for e in encs] != [(s["name"], s["type"]) for s in saved]:
                 raise DataError("the saved feature schema does not match the config's features")
-            for e, s in zip(encs, saved):
+            for e, s in zip(encs, saved, strict=True):
                 e.load_state(s["state"])
 
     def reference(self, values: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ _FALSE = {"0", "false", "no", "n", "f", "0.0"}
 
 
 def is_missing(v: Any) -> bool:
-    if v is None:
+    if v is None or type(v).__name__ in ("NAType", "NaTType"):  # pandas.NA / NaT
         return True
     if isinstance(v, float | np.floating):
         return bool(np.isnan(v))
@@ -328,6 +328,11 @@ class CategoryEncoder(Encoder):
                                                  counts.most_common(50)}}
 
 
+# the raster formats of sources.IMAGE_SUFFIXES (JPEG covers camera MPOs too); PIL
+# identifies a file by its content, and its EPS reader would run Ghostscript on any file
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+
+
 class ImageEncoder(Encoder):
     """Arrays ``[N,H,W]``, ``[N,H,W,C]`` or file paths → normalised ``[N,C,H,W]`` floats."""
 
@@ -353,9 +358,9 @@ class ImageEncoder(Encoder):
             if isinstance(v, np.ndarray):
                 arrays.append(v)
                 continue
-            path = str(v)
+            path = _resolve(str(v), table.origin)
             try:
-                with Image.open(path) as im:
+                with Image.open(path, formats=IMAGE_FORMATS) as im:
                     mode = "RGB" if (self.channels == 3 or (self.channels is None and
                                      im.mode not in ("L", "1", "I;16", "I", "F"))) else "L"
                     if self.channels is None:
@@ -366,12 +371,17 @@ class ImageEncoder(Encoder):
                     if (im.height, im.width) != self.size:
                         im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
                     arrays.append(np.asarray(im, dtype=np.uint8))
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
+                    Image.DecompressionBombError) as e:
                 bad[i] = True
                 arrays.append(None)
                 if not reasons:
-                    kind = "truncated or corrupt" if "truncat" in str(e).lower() or \
-                        isinstance(e, SyntaxError) else "unreadable"
+                    if isinstance(e, Image.DecompressionBombError):  # header claims >1.8e8 px
+                        kind = "too large"
+                    elif "truncat" in str(e).lower() or isinstance(e, SyntaxError):
+                        kind = "truncated or corrupt"
+                    else:
+                        kind = "unreadable"
                     reasons.append(f"image {path!r} is {kind} ({e})")
         good = [a for a in arrays if a is not None]
         if not good:
@@ -444,6 +454,18 @@ class ImageEncoder(Encoder):
         x = torch.as_tensor(values, dtype=torch.float32) / self.scale
         return {"count": int(len(x)), "pixel_mean": float(x.mean()),
                 "pixel_std": float(x.std())}
+
+
+def _resolve(path: str, origin: str) -> str:
+    """A relative image path in a data file is relative to that file's folder."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return path
+    base = Path(origin)
+    candidate = (base if base.is_dir() else base.parent) / p
+    return str(candidate) if base.exists() and candidate.exists() else path
 
 
 INPUT_ENCODERS: dict[str, type[Encoder]] = {

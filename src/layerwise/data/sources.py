@@ -77,6 +77,11 @@ def read(path: str | Path, fmt: str | None = None, *, delimiter: str = ",",
         raise DataError(f"data file not found: {p}")
     refuse_pickle(p)
     fmt = infer_format(p, fmt)
+    if fmt == "images" and not p.is_dir():
+        raise DataError(f"{p}: format images reads a folder (one sub-folder per class), "
+                        "not a file")
+    if fmt in ("csv", "jsonl", "npz") and not p.is_file():
+        raise DataError(f"{p}: format {fmt} reads one file; this is a folder")
     if p.is_file() and p.stat().st_size == 0:
         raise DataError(f"{p}: the file is empty")
     bad = bad or BadRows()
@@ -144,12 +149,18 @@ def read_csv(path: Path, delimiter: str, bad: BadRows, limit: int | None) -> Tab
 def read_jsonl(path: Path, bad: BadRows, limit: int | None) -> Table:
     records: list[dict[str, object]] = []
     lines: list[int] = []
-    with path.open(encoding="utf-8") as f:
-        for no, text in enumerate(f, start=1):
+    with path.open("rb") as f:  # decoded line by line, so a bad byte names its line
+        for no, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8-sig").rstrip("\r\n")  # so colno is on this line
+            except UnicodeDecodeError as e:
+                bad.skip(f"{path}, line {no}", f"not UTF-8 text (byte {e.start + 1} of the "
+                         "line)")
+                continue
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text.rstrip("\r\n"))  # so colno is on this line
+                obj = json.loads(text)
             except json.JSONDecodeError as e:
                 bad.skip(f"{path}, line {no}", f"not valid JSON ({e.msg} at column {e.colno})")
                 continue

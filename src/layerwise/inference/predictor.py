@@ -96,9 +96,11 @@ class Predictor:
                 prob = out.softmax(dim=1).numpy()
                 best = prob.argmax(1)
                 cols[enc.name] = [enc.vocab[i] for i in best]
-                cols[f"{enc.name}_probability"] = [float(p[i]) for p, i in zip(prob, best)]
+                cols[f"{enc.name}_probability"] = [float(p[i]) for p, i in
+                                                   zip(prob, best, strict=True)]
                 cols[f"{enc.name}_probabilities"] = [
-                    {str(v): round(float(x), 6) for v, x in zip(enc.vocab, p)} for p in prob]
+                    {str(v): round(float(x), 6) for v, x in zip(enc.vocab, p, strict=True)}
+                    for p in prob]
             elif isinstance(enc, BinaryEncoder):
                 p = out.sigmoid().numpy()
                 labels = enc.labels()

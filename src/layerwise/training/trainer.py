@@ -25,6 +25,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,7 +321,11 @@ class Trainer:
                 opt.step()
                 loss_sum += step_loss
                 loss_n += 1
-            sched.step()
+            with warnings.catch_warnings():
+                # a skipped first update makes torch warn that the schedule stepped before
+                # the optimizer; advancing it anyway keeps the schedule aligned with the step
+                warnings.simplefilter("ignore", UserWarning)
+                sched.step()
             opt.zero_grad(set_to_none=True)
             st.step += 1
             for cb in callbacks:
@@ -433,8 +438,6 @@ class Trainer:
         if self.checkpoint_dir is None:
             return
         if not ckpt.is_finite(model):
-            import warnings
-
             warnings.warn("model has non-finite weights; checkpoint not written", stacklevel=2)
             return
         state = {
