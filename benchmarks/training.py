@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-os.environ.setdefault("KERAS_BACKEND", "torch")  # keras reads this once, at import
+os.environ["KERAS_BACKEND"] = "torch"  # keras reads this once, at import
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -49,10 +49,12 @@ from torch import nn  # noqa: E402
 import layerwise  # noqa: E402
 from layerwise.config import OptimizerConfig  # noqa: E402
 from layerwise.data import catalogue  # noqa: E402
-from layerwise.training.hardware import choose, machine  # noqa: E402
+from layerwise.training.hardware import machine  # noqa: E402
 
 SEED = 0
 LR = 1e-3
+THREADS: int | None = None  # torch threads for every contender; None: layerwise's choice
+clock: Callable[[], float] = time.perf_counter  # --clock cpu: time.process_time
 CONTENDERS = ["layerwise", "declarative", "plain", "tuned", "lightning", "keras", "compile"]
 LABELS = {"layerwise": "(a) layerwise Trainer, defaults",
           "declarative": "(a') layerwise.train(config)",
@@ -71,13 +73,13 @@ class Task:
     epochs: int
 
 
-FULL = {"mlp": Task("mlp", 10240, 128, 3), "cnn": Task("cnn", 3072, 128, 2)}
+FULL = {"mlp": Task("mlp", 8192, 128, 2), "cnn": Task("cnn", 2048, 128, 2)}
 QUICK = {"mlp": Task("mlp", 1024, 128, 1), "cnn": Task("cnn", 256, 128, 1)}
 
 
 @dataclass
 class Outcome:
-    seconds: float              # wall-clock time of the training call
+    seconds: float              # time of the training call (wall or CPU: see --clock)
     samples: int                # samples trained on (n * epochs)
     loss: float | None = None   # mean training loss of the last epoch, a sanity check
     note: str = ""
@@ -116,9 +118,17 @@ def build_torch(task: str) -> nn.Module:
         nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-def layerwise_choices(task: Task, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
-    cfg = layerwise.TrainConfig(epochs=task.epochs, batch_size=task.batch)
-    return choose(cfg, model, x.element_size() * x.numel()).as_dict()
+CHOICES: dict[str, dict[str, Any]] = {}  # per network: what layerwise's Trainer chose
+
+
+def layerwise_choices(task: Task, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """What the Trainer picks (threads, precision, memory format, batching): a small fit."""
+    n = 2 * task.batch
+    cfg = layerwise.TrainConfig(epochs=1, batch_size=task.batch, progress="quiet",
+                                checkpoint_every=0, threads=THREADS)
+    fit = layerwise.Trainer(cfg, loss_fn=F.cross_entropy).fit(build_torch(task.name),
+                                                               (x[:n], y[:n]))
+    return fit.choices
 
 
 # -- contenders ----------------------------------------------------------------------------
@@ -127,11 +137,11 @@ def layerwise_choices(task: Task, model: nn.Module, x: torch.Tensor) -> dict[str
 def run_layerwise(task: Task, x: torch.Tensor, y: torch.Tensor) -> Outcome:
     model = build_torch(task.name)
     cfg = layerwise.TrainConfig(epochs=task.epochs, batch_size=task.batch, progress="quiet",
-                                checkpoint_every=0, seed=SEED,
+                                checkpoint_every=0, seed=SEED, threads=THREADS,
                                 optimizer=OptimizerConfig(name="adamw", lr=LR))
-    t0 = time.perf_counter()
+    t0 = clock()
     result = layerwise.Trainer(cfg, loss_fn=F.cross_entropy).fit(model, (x, y))
-    seconds = time.perf_counter() - t0
+    seconds = clock() - t0
     c = result.choices
     note = f"{c['precision']}, {c['memory_format']}, {c['batching']} batching"
     return Outcome(seconds, task.n * task.epochs, result.history[-1]["train_loss"], note,
@@ -163,7 +173,7 @@ def run_declarative(task: Task, x: torch.Tensor, y: torch.Tensor) -> Outcome:
 
 def run_plain(task: Task, x: torch.Tensor, y: torch.Tensor) -> Outcome:
     model = build_torch(task.name)
-    t0 = time.perf_counter()
+    t0 = clock()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
                                          batch_size=task.batch, shuffle=True)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
@@ -177,7 +187,7 @@ def run_plain(task: Task, x: torch.Tensor, y: torch.Tensor) -> Outcome:
             opt.step()
             total += loss.item()
             steps += 1
-    return Outcome(time.perf_counter() - t0, task.n * task.epochs, total / steps)
+    return Outcome(clock() - t0, task.n * task.epochs, total / steps)
 
 
 def tuned_loop(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -204,38 +214,43 @@ def tuned_loop(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 def run_tuned(task: Task, x: torch.Tensor, y: torch.Tensor) -> Outcome:
     model = build_torch(task.name)
-    choices = layerwise_choices(task, model, x)
+    choices = CHOICES[task.name]
     if choices["precision"] != "fp32":
         raise SystemExit(f"layerwise chose {choices['precision']}; this benchmark's tuned "
                          "loop only mirrors fp32 (add autocast here to mirror it)")
     cl = choices["memory_format"] == "channels_last"
-    t0 = time.perf_counter()
+    t0 = clock()
     if cl:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     loss = tuned_loop(task, model, x, y, cl)
-    return Outcome(time.perf_counter() - t0, task.n * task.epochs, loss,
+    return Outcome(clock() - t0, task.n * task.epochs, loss,
                    f"fp32, {'channels_last' if cl else 'contiguous'}, index slices")
 
 
+_COMPILED: dict[str, tuple[nn.Module, nn.Module, dict[str, torch.Tensor], float]] = {}
+
+
 def run_compile(task: Task, x: torch.Tensor, y: torch.Tensor) -> Outcome:
-    model = build_torch(task.name)
+    """Compile once per network (warm-up timed apart); each run restarts from the seed weights."""
     cl = task.name == "cnn"
-    if cl:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    compiled = torch.compile(model)
-    # warm-up: compile forward and backward on one batch, then put the weights back
-    state = copy.deepcopy(model.state_dict())
-    xb = x[: task.batch].contiguous(memory_format=torch.channels_last if cl
-                                    else torch.contiguous_format)
-    t0 = time.perf_counter()
-    for _ in range(2):
-        F.cross_entropy(compiled(xb), y[: task.batch]).backward()
-    warm = time.perf_counter() - t0
-    model.load_state_dict(state)
+    if task.name not in _COMPILED:
+        model = build_torch(task.name)
+        if cl:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        init = copy.deepcopy(model.state_dict())
+        compiled = torch.compile(model)
+        xb = x[: task.batch].contiguous(memory_format=torch.channels_last if cl
+                                        else torch.contiguous_format)
+        t0 = time.perf_counter()    # wall clock: inductor compiles in worker processes
+        for _ in range(2):          # forward and backward graphs, then one cached call
+            F.cross_entropy(compiled(xb), y[: task.batch]).backward()
+        _COMPILED[task.name] = model, compiled, init, time.perf_counter() - t0
+    model, compiled, init, warm = _COMPILED[task.name]
+    model.load_state_dict(init)     # in place: the compiled graphs stay valid
     model.zero_grad(set_to_none=True)
-    t0 = time.perf_counter()
+    t0 = clock()
     loss = tuned_loop(task, compiled, x, y, cl)
-    return Outcome(time.perf_counter() - t0, task.n * task.epochs, loss,
+    return Outcome(clock() - t0, task.n * task.epochs, loss,
                    "inductor, default mode", {"warmup_s": warm})
 
 
@@ -261,14 +276,14 @@ def run_lightning(task: Task, x: torch.Tensor, y: torch.Tensor) -> Outcome:
             return torch.optim.AdamW(self.parameters(), lr=LR, weight_decay=0.0)
 
     module = Module(build_torch(task.name))
-    t0 = time.perf_counter()
+    t0 = clock()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
                                          batch_size=task.batch, shuffle=True)
     trainer = L.Trainer(max_epochs=task.epochs, accelerator="cpu", devices=1,
                         enable_checkpointing=False, logger=False, enable_progress_bar=False,
                         enable_model_summary=False)
     trainer.fit(module, loader)
-    return Outcome(time.perf_counter() - t0, task.n * task.epochs,
+    return Outcome(clock() - t0, task.n * task.epochs,
                    module.loss_sum / max(1, module.steps))
 
 
@@ -292,11 +307,11 @@ def run_keras(task: Task, x: torch.Tensor, y: torch.Tensor) -> Outcome:
             layers.Dense(10)])
     images = x.permute(0, 2, 3, 1).contiguous().numpy()   # Keras' default: [N, H, W, C]
     labels = y.numpy()
-    t0 = time.perf_counter()
+    t0 = clock()
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=LR, weight_decay=0.0),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(images, labels, batch_size=task.batch, epochs=task.epochs, verbose=0)
-    return Outcome(time.perf_counter() - t0, task.n * task.epochs,
+    return Outcome(clock() - t0, task.n * task.epochs,
                    history.history["loss"][-1], f"jit_compile={model.jit_compile}")
 
 
@@ -324,7 +339,8 @@ def benchmark(task: Task, names: list[str], repeats: int, warmup: bool
     x, y = load_images(task.n)
     if task.name == "mlp":
         names = [n for n in names if n != "compile"]   # torch.compile is measured on the CNN
-    threads = layerwise_choices(task, build_torch(task.name), x)["threads"]
+    CHOICES[task.name] = choices = layerwise_choices(task, x, y)
+    threads = THREADS or choices["threads"]
     results: dict[str, list[Outcome]] = {n: [] for n in names}
     if warmup:  # first-call costs (lazy imports, oneDNN primitives) stay out of the timings
         small = Task(task.name, 2 * task.batch, task.batch, 1)
@@ -336,7 +352,7 @@ def benchmark(task: Task, names: list[str], repeats: int, warmup: bool
     for rep in range(repeats):
         order = names[rep % len(names):] + names[: rep % len(names)]
         for name in order:
-            torch.set_num_threads(threads)     # layerwise sets this; keep it equal for all
+            torch.set_num_threads(threads)     # the Trainer sets this; keep it equal for all
             with contextlib.redirect_stdout(sys.stderr):
                 out = RUNNERS[name](task, x, y)
             results[name].append(out)
@@ -365,8 +381,7 @@ def table(task: Task, results: dict[str, list[Outcome]], missing: dict[str, str]
         if "own_clock" in mid.extra:
             note += f"; Trainer's own clock {mid.extra['own_clock']:.0f}/s"
         if "warmup_s" in mid.extra:
-            warm = statistics.median(o.extra["warmup_s"] for o in outs)
-            note += f"; compile warm-up {warm:.1f} s (excluded)"
+            note += f"; compile warm-up {mid.extra['warmup_s']:.1f} s, once (excluded)"
         ratio = f"{med[name] / base:.2f}x" if base else ""
         loss = f"{mid.loss:.3f}" if mid.loss is not None else ""
         rows.append(f"| {LABELS[name]} | {med[name]:.0f} | {min(rates):.0f}-{max(rates):.0f} "
@@ -374,23 +389,39 @@ def table(task: Task, results: dict[str, list[Outcome]], missing: dict[str, str]
     rows.append("")
     if "layerwise" in med and "tuned" in med:
         over = med["tuned"] / med["layerwise"]
-        rows.append(f"layerwise overhead, time (a)/(c): **{over:.3f}** "
-                    f"({(over - 1) * 100:+.1f}%; target within +5%)")
+        best = max(o.rate for o in results["tuned"]) / max(o.rate for o in results["layerwise"])
+        rows.append(f"- layerwise overhead, time (a)/(c): **{over:.3f}** on medians "
+                    f"({(over - 1) * 100:+.1f}%; target within +5%), {best:.3f} on best runs")
     if "layerwise" in med and base:
-        rows.append(f"layerwise default vs plain fp32 loop, speed (a)/(b): "
+        rows.append(f"- layerwise default vs plain fp32 loop, speed (a)/(b): "
                     f"**{med['layerwise'] / base:.2f}x**")
+    chosen = CHOICES.get(task.name)
+    if chosen:
+        rows.append("- layerwise chose: " + "; ".join(
+            f"{k} {chosen[k]} ({chosen['reasons'].get(k, '')})"
+            for k in ("threads", "precision", "memory_format", "batching")))
     rows.append("")
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and no torch.compile: a "
+                   "smoke run in seconds")
     p.add_argument("--only", choices=["mlp", "cnn"], help="run one of the two networks")
     p.add_argument("--skip", default="", help=f"comma-separated, of: {', '.join(CONTENDERS)}")
     p.add_argument("--repeats", type=int, default=None, help="runs per contender (default "
                    "3; 1 with --quick)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall: elapsed "
+                   "time; cpu: this process's CPU time, steadier on a busy machine (use it "
+                   "with --threads 1, as idle threads spin)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for every "
+                   "contender (default: layerwise's choice, all cores)")
     args = p.parse_args(argv)
+    global THREADS, clock
+    THREADS = args.threads
+    if args.clock == "cpu":
+        clock = time.process_time
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - set(CONTENDERS)
     if unknown:
@@ -401,6 +432,8 @@ def main(argv: list[str] | None = None) -> None:
 
     missing = {n: "not installed" for n, pkg in PACKAGES.items()
                if n not in skip and importlib.util.find_spec(pkg) is None}
+    if args.quick and "compile" not in skip:   # inductor's first compile takes about a minute
+        missing["compile"] = "skipped with --quick"
     names = [n for n in CONTENDERS if n not in skip and n not in missing]
     if "lightning" in names:
         import lightning  # noqa: F401  (imported here, so no import lands in a timing)
@@ -416,7 +449,8 @@ def main(argv: list[str] | None = None) -> None:
              "".join(f", {n} {sys.modules[n].__version__}" for n in ("lightning", "keras")
                      if n in sys.modules),
              f"- command: {' '.join(['python', *sys.argv])}",
-             f"- repeats: {repeats}, round-robin; load average at start: "
+             f"- torch threads: {THREADS or 'layerwise default (all cores)'}; "
+             f"repeats: {repeats}, round-robin; load average at start: "
              f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", ""]
     print("\n".join(lines), flush=True)
     t0 = time.perf_counter()

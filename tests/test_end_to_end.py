@@ -182,7 +182,8 @@ def test_image_paths_in_a_csv_are_relative_to_the_csv(tmp_path: Path,
     (tmp_path / "pics").mkdir()
     rows = []
     for i in range(12):
-        Image.fromarray(np.full((6, 6), 20 * i, dtype=np.uint8)).save(tmp_path / "pics" / f"{i}.png")
+        pixels = np.full((6, 6), 20 * i, dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "pics" / f"{i}.png")
         rows.append({"file": f"pics/{i}.png", "label": "a" if i % 2 else "b"})
     pd.DataFrame(rows).to_csv(tmp_path / "index.csv", index=False)
     monkeypatch.chdir(tmp_path.parent)  # not the CSV's folder
