@@ -103,6 +103,21 @@ def test_registry_rejects_duplicates_and_lists_names_on_a_miss() -> None:
         get_model("resnet9000")
 
 
+def test_pool_before_norm_keeps_shapes_and_rejects_residual() -> None:
+    base = {"family": "cnn", "blocks": [{"filters": 4, "pool": "max", "layers": 2},
+                                        {"filters": 8, "pool": "max"}], "dense": []}
+    late = build_model(TypeAdapter(ModelConfig).validate_python(base), OUTPUTS, DESC)
+    for b in base["blocks"]:
+        b["pool_before_norm"] = True
+    early = build_model(TypeAdapter(ModelConfig).validate_python(base), OUTPUTS, DESC)
+    inputs, _ = batch()
+    assert early(inputs)["label"].shape == late(inputs)["label"].shape
+    names = [type(m).__name__ for m in early.backbone.stages[0].convs]
+    assert names.index("MaxPool2d") < names.index("BatchNorm2d", names.index("Conv2d", 2))
+    with pytest.raises(Exception, match="residual"):
+        TypeAdapter(ModelConfig).validate_python(dict(base, residual=True))
+
+
 def test_cnn_needs_one_image_and_rejects_blocks_that_shrink_to_nothing() -> None:
     desc = dict(DESC, images={})
     cfg = TypeAdapter(ModelConfig).validate_python(CASES["cnn"])

@@ -78,6 +78,20 @@ def build_for(cfg: Config, ds: Dataset) -> LayerwiseModel:
                        scales)
 
 
+def family_defaults(cfg: Config) -> dict[str, str]:
+    """Training defaults a model family sets when the config leaves them unset.
+
+    Recurrent networks get ``train.grad_clip: 1.0``: their gradients can explode through
+    time. The value goes into the resolved config (``config.yaml``) and the returned
+    reasons into ``metrics.json → defaults``.
+    """
+    done: dict[str, str] = {}
+    if cfg.model.family == "rnn" and cfg.train.grad_clip is None:
+        cfg.train.grad_clip = 1.0
+        done["train.grad_clip"] = "1.0: the default for recurrent models (exploding gradients)"
+    return done
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -101,6 +115,7 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
     cfg = parse(config, overrides)
     if progress:
         cfg.train.progress = progress  # type: ignore[assignment]
+    defaults = family_defaults(cfg)
     out = Path(output) if output else Path("runs") / cfg.name
     resolved = out / "config.yaml"
     if resume:
@@ -141,7 +156,7 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
                             "stopped_early": fit.state.stopped_early,
                             "best_epoch": fit.best.get("epoch"),
                             "parameters": n_params},
-               "choices": fit.choices, "data": ds.info}
+               "choices": fit.choices, "defaults": defaults, "data": ds.info}
     lineage = {"config_hash": config_hash(cfg), "data_hash": ds.data_hash, "seed": cfg.seed,
                "versions": {"layerwise": __version__, "torch": torch.__version__,
                             "python": platform.python_version()},

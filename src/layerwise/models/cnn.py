@@ -30,10 +30,14 @@ class ConvStage(nn.Module):
         pad = spec.kernel // 2 if spec.padding == "same" else spec.padding
         convs: list[nn.Module] = []
         ch = in_ch
+        pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}.get(spec.pool or "")
+        early = pool is not None and spec.pool_before_norm
         for i in range(spec.layers):
             stride = spec.stride if i == 0 else 1
             convs.append(nn.Conv2d(ch, spec.filters, spec.kernel, stride, pad,
                                    bias=not batch_norm))
+            if early and i == spec.layers - 1:
+                convs.append(pool(spec.pool_size))  # type: ignore[misc]
             if batch_norm:
                 convs.append(nn.BatchNorm2d(spec.filters))
             if i < spec.layers - 1 or not residual:
@@ -47,8 +51,7 @@ class ConvStage(nn.Module):
                 nn.Conv2d(in_ch, spec.filters, 1, spec.stride, bias=False),
                 *([nn.BatchNorm2d(spec.filters)] if batch_norm else []))
             self.post = activation(act)
-        pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}.get(spec.pool or "")
-        self.pool = pool(spec.pool_size) if pool else nn.Identity()
+        self.pool = pool(spec.pool_size) if pool and not early else nn.Identity()
         self.drop = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
         self.out_channels = spec.filters
 

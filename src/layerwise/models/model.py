@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from layerwise.errors import ConfigError
 from layerwise.models.heads import Head, build_head
 from layerwise.models.registry import get_model
 
@@ -49,7 +50,12 @@ def build_model(model_cfg: Any, output_cfgs: list[Any], desc: dict[str, Any],
                 class_weights: dict[str, torch.Tensor] | None = None,
                 scales: dict[str, float] | None = None) -> LayerwiseModel:
     """Build backbone (from the registry) and heads for a described schema."""
-    backbone = get_model(model_cfg.family).from_config(model_cfg, desc)  # type: ignore[attr-defined]
+    family = get_model(model_cfg.family)
+    texts = sorted(desc.get("texts", {}))
+    if texts and not getattr(family, "reads_text", False):
+        raise ConfigError(f"model {model_cfg.family} cannot read text inputs ({', '.join(texts)})"
+                          "; use family rnn or transformer")
+    backbone = family.from_config(model_cfg, desc)  # type: ignore[attr-defined]
     heads = [build_head(o, backbone.out_features, desc["outputs"][o.name],
                         (class_weights or {}).get(o.name), (scales or {}).get(o.name, 1.0))
              for o in output_cfgs]

@@ -50,4 +50,4 @@ def model_names() -> list[str]:
 
 def _load_builtins() -> None:
     # importing the family modules registers them
-    from layerwise.models import cnn, mlp  # noqa: F401
+    from layerwise.models import cnn, mlp, rnn, transformer  # noqa: F401

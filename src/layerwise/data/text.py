@@ -1,0 +1,195 @@
+"""Text inputs: tokenizers fitted on the training split, token ids, lengths.
+
+Three tokenizers, all fitted on the training split only and saved as plain JSON inside
+the artifact, so a loaded model accepts raw strings:
+
+=========  ==========================================  ================================
+tokenizer  tokens                                      saved as
+=========  ==========================================  ================================
+char       single characters                           the vocabulary (a list)
+word       words and punctuation (``\\w+|[^\\w\\s]``)  the vocabulary (a list)
+bpe        byte-level byte-pair encoding (Hugging       the ``tokenizers`` JSON document
+           Face ``tokenizers``): no unknown bytes
+=========  ==========================================  ================================
+
+Ids 0 and 1 are reserved in every vocabulary: ``<pad>`` and ``<unk>``. A text becomes a
+dict of two tensors, ``{"ids": long [N, T], "lengths": long [N]}``, padded with 0 to
+``T = max_length``; models trim a batch to its longest row, so the padding costs nothing.
+
+Defined behaviour for awkward input (docs/decisions.md):
+
+- an **empty text** becomes one ``<unk>`` token (length 1), so every row has a length
+  and every model can pool over it;
+- **unseen characters or words** map to ``<unk>`` (BPE works on bytes and never does);
+- a **text longer than max_length tokens** is truncated, keeping its beginning;
+- a **missing cell** (None / NaN) is an error naming the row, unless ``missing: constant``
+  fills it (with ``fill_value``, default the empty text). ``"NA"`` or ``"none"`` are words.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from layerwise.data.features import INPUT_ENCODERS, Encoder, _bad
+from layerwise.data.table import Table
+from layerwise.errors import DataError, MissingDependencyError
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def _is_missing_text(v: Any) -> bool:
+    if v is None or type(v).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(v, float | np.floating) and bool(np.isnan(v))
+
+
+class TextEncoder(Encoder):
+    """Raw strings → ``{"ids": long [N, T], "lengths": long [N]}``."""
+
+    kind = "text"
+
+    def __init__(self, cfg: Any, *, output: bool = False) -> None:
+        super().__init__(cfg)
+        if output:
+            raise DataError(f"text is an input type; output {self.name!r} cannot be text")
+        self.vocab: list[str] = []  # char / word: index = id
+        self._index: dict[str, int] = {}
+        self._bpe: Any = None  # a tokenizers.Tokenizer for bpe
+
+    # -- checking -------------------------------------------------------------------------
+    def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        n = len(col)
+        bad, reasons = _bad(n)
+        values = np.empty(n, dtype=object)
+        for i, v in enumerate(col):
+            if _is_missing_text(v):
+                if self.cfg.missing == "error":
+                    bad[i] = True
+                    if not reasons:
+                        reasons.append("the text is missing (set missing: constant on this "
+                                       "input to read it as fill_value)")
+                else:
+                    values[i] = self.cfg.fill_value
+                continue
+            values[i] = v if isinstance(v, str) else str(v)
+        return values, bad, reasons
+
+    # -- tokenizing -----------------------------------------------------------------------
+    def _normalize(self, text: str) -> str:
+        return text.lower() if self.cfg.lowercase else text
+
+    def _pieces(self, text: str) -> list[str]:
+        text = self._normalize(text)
+        return list(text) if self.cfg.tokenizer == "char" else _WORD.findall(text)
+
+    def fit(self, values: np.ndarray) -> None:
+        cfg = self.cfg
+        if cfg.tokenizer == "bpe":
+            self._bpe = _train_bpe([str(v) for v in values], cfg)
+            return
+        counts = Counter(p for v in values for p in self._pieces(str(v)))
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        kept = [t for t, c in ranked if c >= cfg.min_frequency]
+        self.vocab = [PAD, UNK] + kept[: max(0, cfg.vocab_size - 2)]
+        self._index = {t: i for i, t in enumerate(self.vocab)}
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of one text, before truncation (no padding)."""
+        if self._bpe is not None:
+            return list(self._bpe.encode(text).ids)
+        get = self._index.get
+        return [get(p, UNK_ID) for p in self._pieces(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        """Text back from ids (padding dropped); ``<unk>`` stays visible."""
+        ids = [i for i in ids if i != PAD_ID]
+        if self._bpe is not None:
+            return str(self._bpe.decode(ids))
+        sep = "" if self.cfg.tokenizer == "char" else " "
+        return sep.join(self.vocab[i] if 0 <= i < len(self.vocab) else UNK for i in ids)
+
+    @property
+    def size(self) -> int:
+        return int(self._bpe.get_vocab_size()) if self._bpe is not None else len(self.vocab)
+
+    def transform(self, values: np.ndarray) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        t_max = self.cfg.max_length
+        if self._bpe is not None:
+            encoded = [e.ids for e in self._bpe.encode_batch([str(v) for v in values])]
+        else:
+            encoded = [self.encode(str(v)) for v in values]
+        ids = torch.zeros(len(values), t_max, dtype=torch.long)  # PAD_ID == 0
+        lengths = torch.ones(len(values), dtype=torch.long)
+        for i, seq in enumerate(encoded):
+            seq = seq[:t_max] or [UNK_ID]  # truncate, keeping the start; empty → <unk>
+            ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            lengths[i] = len(seq)
+        return {"ids": ids, "lengths": lengths}
+
+    # -- persistence ----------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        if self._bpe is not None:
+            return {"tokenizer": "bpe", "bpe": json.loads(self._bpe.to_str())}
+        return {"tokenizer": self.cfg.tokenizer, "vocab": self.vocab}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("tokenizer") != self.cfg.tokenizer:
+            raise DataError(f"text input {self.name!r}: saved tokenizer "
+                            f"{state.get('tokenizer')!r} differs from the config's "
+                            f"{self.cfg.tokenizer!r}")
+        if self.cfg.tokenizer == "bpe":
+            Tokenizer = _tokenizers().Tokenizer
+            self._bpe = Tokenizer.from_str(json.dumps(state["bpe"]))
+            self._bpe.no_padding()
+            self._bpe.no_truncation()
+            return
+        self.vocab = [str(t) for t in state["vocab"]]
+        self._index = {t: i for i, t in enumerate(self.vocab)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"vocab_size": self.size, "max_length": self.cfg.max_length, "pad_id": PAD_ID}
+
+    def reference(self, values: np.ndarray) -> dict[str, Any]:
+        enc = self.transform(values)
+        lengths = enc["lengths"].float()
+        unk = (enc["ids"] == UNK_ID).sum().item()
+        truncated = sum(len(self.encode(str(v))) > self.cfg.max_length for v in values)
+        return {"count": int(len(values)), "vocab_size": self.size,
+                "mean_tokens": float(lengths.mean()) if len(values) else None,
+                "unknown_rate": float(unk / max(1.0, lengths.sum().item())),
+                "truncated": int(truncated)}
+
+
+def _tokenizers() -> Any:
+    try:
+        import tokenizers
+    except ImportError:
+        raise MissingDependencyError("tokenizer: bpe needs the package tokenizers: pip install "
+                                     "tokenizers (or pip install 'layerwise[text]')") from None
+    return tokenizers
+
+
+def _train_bpe(texts: list[str], cfg: Any) -> Any:
+    """A byte-level BPE tokenizer trained on the training texts (deterministic)."""
+    tk = _tokenizers()
+    tok = tk.Tokenizer(tk.models.BPE(unk_token=UNK))
+    norms = [tk.normalizers.NFKC()] + ([tk.normalizers.Lowercase()] if cfg.lowercase else [])
+    tok.normalizer = tk.normalizers.Sequence(norms)
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, show_progress=False,
+        special_tokens=[PAD, UNK], initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+INPUT_ENCODERS["text"] = TextEncoder

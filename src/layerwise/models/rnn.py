@@ -1,0 +1,106 @@
+"""Recurrent networks (vanilla RNN, LSTM, GRU) over text inputs.
+
+    ids [B, T] ──embedding──▶ [B, T, E] ──dropout──▶ packed sequence (real lengths only)
+      ──▶ stacked (bi)directional cells, dropout between layers ──▶ states [B, T, H·dirs]
+      ──▶ pooling over time: last | mean | max | attention           ──▶ [B, H·dirs]
+    concat over text inputs (+ tabular features) ──▶ dense layers    ──▶ [B, F]
+
+Packing means padding is never read: the last state of a row is the state after its last
+real token, and the backward direction starts at that token too. LSTM forget-gate biases
+start at 1 (Jozefowicz et al., 2015) so that early in training the cell remembers by
+default. Training clips the gradient norm at 1.0 unless ``train.grad_clip`` says otherwise
+(set in ``layerwise.api``; recorded in ``metrics.json → defaults``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from layerwise.config import RNNConfig
+from layerwise.errors import ConfigError
+from layerwise.models.layers import AttentionPool, TabularEncoder, dense_stack, masked_pool, trim
+from layerwise.models.registry import register_model
+
+_CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class SequenceEncoder(nn.Module):
+    """One text input: embedding → recurrent stack → pooled vector ``[B, H·dirs]``."""
+
+    def __init__(self, cfg: RNNConfig, vocab_size: int, pad_id: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.cell = cfg.cell
+        self.rnn = _CELLS[cfg.cell](cfg.embedding_dim, cfg.hidden, num_layers=cfg.layers,
+                                    batch_first=True, bidirectional=cfg.bidirectional,
+                                    dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.dirs = 2 if cfg.bidirectional else 1
+        self.out_features = cfg.hidden * self.dirs
+        self.pooling = cfg.pooling
+        self.attention = AttentionPool(self.out_features) if cfg.pooling == "attention" \
+            else None
+        if cfg.cell == "lstm":
+            self._forget_bias_one(cfg.hidden)
+
+    def _forget_bias_one(self, hidden: int) -> None:
+        # PyTorch orders LSTM gates (input, forget, cell, output); the two bias vectors add
+        # up, so the forget slice is 1 in bias_ih and 0 in bias_hh
+        with torch.no_grad():
+            for name, p in self.rnn.named_parameters():
+                if name.startswith("bias_"):
+                    p.zero_()
+                    if name.startswith("bias_ih"):
+                        p[hidden: 2 * hidden] = 1.0
+
+    def forward(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids, lengths, mask = trim(text)                       # [B, T], [B], [B, T]
+        x = self.drop(self.embedding(ids))                    # [B, T, E]
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, h_n = self.rnn(packed)
+        if self.pooling == "last":
+            h_n = h_n[0] if isinstance(h_n, tuple) else h_n   # LSTM: (h_n, c_n)
+            # h_n: [layers·dirs, B, H]; the top layer's directions are the last `dirs` rows
+            return torch.cat(list(h_n[-self.dirs:]), dim=1)   # [B, H·dirs]
+        states, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+        if self.attention is not None:
+            return self.attention(states, mask)
+        return masked_pool(states, mask, self.pooling)         # [B, H·dirs]
+
+
+@register_model("rnn")
+class RNN(nn.Module):
+    """A recurrent encoder per text input; tabular inputs join the dense head."""
+
+    reads_text = True
+
+    def __init__(self, cfg: RNNConfig, desc: dict[str, Any]) -> None:
+        super().__init__()
+        texts = desc.get("texts", {})
+        if not texts:
+            raise ConfigError("model rnn needs at least one text input (type: text)")
+        self.text_names = sorted(texts)
+        self.encoders = nn.ModuleDict({
+            n: SequenceEncoder(cfg, texts[n]["vocab_size"], texts[n]["pad_id"])
+            for n in self.text_names})
+        self.tabular = TabularEncoder.from_schema(desc)
+        width = sum(e.out_features for e in self.encoders.values()) + self.tabular.out_features
+        self.drop = nn.Dropout(cfg.dropout)
+        self.dense, self.out_features = dense_stack(width, cfg.dense, cfg.activation,
+                                                    cfg.dropout)
+
+    @classmethod
+    def from_config(cls, cfg: RNNConfig, desc: dict[str, Any]) -> RNN:
+        return cls(cfg, desc)
+
+    def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+        parts = [self.encoders[n](inputs[n]) for n in self.text_names]
+        tab = self.tabular(inputs)
+        if tab is not None:
+            parts.append(tab)
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, F_in]
+        return self.dense(self.drop(x))
