@@ -97,7 +97,7 @@ def _read_idx(path: Path) -> np.ndarray:
             raise DataError(f"{path}: not an unsigned-byte IDX file")
         dims = struct.unpack(">" + "I" * ndim, raw[4: 4 + 4 * ndim])
         data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-        return data.reshape(dims)
+        return data.reshape(dims).copy()  # frombuffer is read-only; tensors need writable
     except (OSError, ValueError, struct.error) as e:
         raise DataError(f"{path}: unreadable IDX file: {e}") from None
 

@@ -28,7 +28,7 @@ class Callback:
         """At the start of each epoch (0-based)."""
 
     def on_step_end(self, trainer: Any, step: int, loss: Any) -> None:
-        """After each optimizer step; ``loss`` is a 0-d tensor (call .item() to read)."""
+        """After each optimizer step, with that step's mean loss (a float)."""
 
     def on_validation_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
         """After validation, with the validation metrics (keys start with ``val_``)."""

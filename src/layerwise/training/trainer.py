@@ -27,6 +27,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,68 +280,73 @@ class Trainer:
         acc = cfg.accumulate
         n_batches = len(batches)
         dtype = self.choices.autocast_dtype
-        loss_sum = torch.tensor(st.epoch_loss, device=device)
-        loss_n = st.epoch_loss_n
-        step_loss = torch.zeros((), device=device)
+        autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+        schedule = cfg.schedule
+        sched_active = schedule.name != "constant" or schedule.warmup_steps > 0
+        loss_sum, loss_n = st.epoch_loss, st.epoch_loss_n
+        step_loss: torch.Tensor | None = None
         t0 = time.perf_counter()
         for inputs, targets in batches.epoch(st.epoch, start=st.batch):
             inputs = _to(inputs, device, channels_last)
             targets = _to(targets, device, False)
             if self.augment:
                 inputs = self.augment(inputs)
-            with torch.autocast(device.type, dtype=dtype or torch.float32,
-                                enabled=dtype is not None):
+            with autocast():
                 loss = self.training_step(model, (inputs, targets))
             (loss / acc if acc > 1 else loss).backward()
-            step_loss = step_loss + loss.detach()
+            step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
             st.batch += 1
             st.samples += _batch_len(targets, inputs)
             if st.batch % acc and st.batch != n_batches:
                 continue
-            # one optimizer step: guard, telemetry, clip, update
+            # one optimizer step: guard, telemetry, clip, update — with one host sync
             grads = [p.grad for p in params if p.grad is not None]
             norms = torch._foreach_norm(grads) if grads else [torch.zeros(())]
-            total = torch.linalg.vector_norm(torch.stack(norms))
+            stacked = torch.stack(norms)
+            total = torch.linalg.vector_norm(stacked)
             micro = (st.batch - 1) % acc + 1
-            step_loss = step_loss / micro
-            if not bool(torch.isfinite(torch.stack([total, step_loss])).all()):
+            norm_value, loss_value = torch.stack([total, step_loss]).tolist()
+            loss_value /= micro
+            step_loss = None
+            if not (math.isfinite(norm_value) and math.isfinite(loss_value)):
                 st.skipped += 1
                 st.bad_in_row += 1
                 if st.bad_in_row >= cfg.max_nonfinite_steps:
                     raise NonFiniteError(
                         f"{st.bad_in_row} optimizer steps in a row had a non-finite loss or "
-                        f"gradient (last loss {float(step_loss)}); lower train.optimizer.lr, "
+                        f"gradient (last loss {loss_value}); lower train.optimizer.lr, "
                         "set train.grad_clip, or check the inputs for NaN")
+                if sched_active:
+                    with warnings.catch_warnings():
+                        # torch warns when a schedule steps before the first update; it
+                        # must step anyway to stay aligned with the step count
+                        warnings.simplefilter("ignore", UserWarning)
+                        sched.step()
             else:
                 st.bad_in_row = 0
                 if st.step % cfg.telemetry_every == 0 and len(norms) == len(self._layer_of):
-                    self._record_grad_norms(torch.stack(norms))
-                if cfg.grad_clip is not None:
-                    torch._foreach_mul_(grads, torch.clamp(cfg.grad_clip / (total + 1e-6),
-                                                           max=1.0))
+                    self._record_grad_norms(stacked)
+                if cfg.grad_clip is not None and norm_value > cfg.grad_clip:
+                    torch._foreach_mul_(grads, cfg.grad_clip / (norm_value + 1e-6))
                 opt.step()
-                loss_sum += step_loss
+                if sched_active:
+                    sched.step()
+                loss_sum += loss_value
                 loss_n += 1
-            with warnings.catch_warnings():
-                # a skipped first update makes torch warn that the schedule stepped before
-                # the optimizer; advancing it anyway keeps the schedule aligned with the step
-                warnings.simplefilter("ignore", UserWarning)
-                sched.step()
             opt.zero_grad(set_to_none=True)
             st.step += 1
             for cb in callbacks:
-                cb.on_step_end(self, st.step, step_loss)
-            step_loss = torch.zeros((), device=device)
+                cb.on_step_end(self, st.step, loss_value)
             if self._sigterm or (cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0):
                 st.train_time += time.perf_counter() - t0
-                st.epoch_loss, st.epoch_loss_n = float(loss_sum), loss_n
+                st.epoch_loss, st.epoch_loss_n = loss_sum, loss_n
                 self._save(model, opt, sched)
                 t0 = time.perf_counter()
                 if self._sigterm:
                     return True
         st.train_time += time.perf_counter() - t0
         logs: dict[str, Any] = {"epoch": st.epoch + 1, "step": st.step,
-                                "train_loss": float(loss_sum) / max(1, loss_n),
+                                "train_loss": loss_sum / max(1, loss_n),
                                 "lr": opt.param_groups[0]["lr"], "skipped_steps": st.skipped,
                                 "time": round(st.train_time, 3)}
         if val_batches is not None:
