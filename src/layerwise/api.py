@@ -15,13 +15,13 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 
 from layerwise import artifact as art
-from layerwise.config import Config, config_hash, parse
+from layerwise.config import Config, RLConfig, config_hash, parse
 from layerwise.data.augment import Augmenter
 from layerwise.data.batching import TensorData
 from layerwise.data.build import Dataset, build, encode_rows
@@ -34,6 +34,9 @@ from layerwise.models import LayerwiseModel, build_model
 from layerwise.tracking.card import model_card
 from layerwise.training import Callback, FitResult, Trainer
 
+if TYPE_CHECKING:
+    from layerwise.rl.policy import Policy
+
 __version__ = "0.1.0"
 
 
@@ -42,11 +45,12 @@ class Run:
     """What ``train`` leaves behind."""
 
     dir: Path
-    config: Config
+    config: Config | RLConfig
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
     fit: FitResult | None = None
+    step: int | None = None  # RL runs: environment steps done
 
     @property
     def model_dir(self) -> Path:
@@ -111,8 +115,14 @@ def _comparable(cfg: Config) -> dict[str, Any]:
 def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | None = None,
           overrides: list[str] | None = None, resume: bool = False,
           callbacks: list[Callback] | None = None, progress: str | None = None) -> Run:
-    """Train from a config: data → model → fit → evaluate → artifact and run outputs."""
+    """Train from a config: data → model → fit → evaluate → artifact and run outputs.
+
+    A reinforcement-learning config (one with an ``env`` key) trains an agent instead:
+    environments → agent → evaluation episodes → a policy artifact (see layerwise.rl).
+    """
     cfg = parse(config, overrides)
+    if isinstance(cfg, RLConfig):
+        return _train_agent(cfg, output, resume, callbacks, progress)
     if progress:
         cfg.train.progress = progress  # type: ignore[assignment]
     defaults = family_defaults(cfg)
@@ -183,9 +193,14 @@ def evaluate_model(model: torch.nn.Module, schema: Any, data: TensorData,
     model.eval()
     n = len(data)
     outs = []
+    heads = getattr(model, "heads", {})
     for s in range(0, n, batch_size):
         idx = torch.arange(s, min(n, s + batch_size))
-        outs.append(model(take(data.inputs, idx)))
+        out = model(take(data.inputs, idx))
+        for name, head in heads.items():  # a language model's logits [B, T, V] are too big
+            if hasattr(head, "row_stats"):  # to keep: keep per-row sums instead
+                out[name] = head.row_stats(out[name], take(data.targets[name], idx))
+        outs.append(out)
     cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     return evaluate_outputs(schema, cat, data.targets)
 
@@ -198,17 +213,45 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
         w.writerows(history)
 
 
-def load(path: str | Path) -> Predictor:
-    """Load a model directory for prediction: ``lw.load(dir).predict(rows)``."""
+def _train_agent(cfg: RLConfig, output: str | Path | None, resume: bool,
+                 callbacks: list[Callback] | None, progress: str | None) -> Run:
+    from layerwise.rl import train_agent
+
+    r = train_agent(cfg, output=output, resume=resume, callbacks=callbacks, progress=progress)
+    return Run(r.dir, cfg, metrics=r.metrics, history=r.history, interrupted=r.interrupted,
+               step=r.step)
+
+
+def load(path: str | Path) -> Predictor | Policy:
+    """Load a model directory for prediction: ``lw.load(dir).predict(rows)``.
+
+    A policy (``"kind": "policy"`` in layerwise.json) loads as a
+    :class:`layerwise.rl.Policy`: ``lw.load(dir).predict(observation)`` returns an action.
+    """
+    if art.read_header(path).get("kind") == "policy":
+        from layerwise.rl.policy import Policy
+
+        return Policy.load(path)
     return Predictor.load(path)
 
 
-def evaluate(model_dir: str | Path, data: str | Path | None = None) -> dict[str, Any]:
+def evaluate(model_dir: str | Path, data: str | Path | None = None, *,
+             episodes: int | None = None, seed: int | None = None) -> dict[str, Any]:
     """Evaluate a saved model on a labelled file, or on its own test split when none is given.
 
     Without ``data`` the stored config rebuilds the splits; the data hash must match the one
-    recorded at training time, so the test split is the same rows.
+    recorded at training time, so the test split is the same rows. A policy is evaluated by
+    running ``episodes`` deterministic episodes (default: the run's ``eval_episodes``) from
+    ``seed`` (default: the run's ``eval_seed``).
     """
+    if art.read_header(model_dir).get("kind") == "policy":
+        from layerwise.rl.policy import Policy
+
+        if data is not None:
+            raise ConfigError(f"{model_dir} is a policy: it is evaluated by running episodes "
+                              "in its environment, not on a data file (use --episodes and "
+                              "--seed)")
+        return Policy.load(model_dir).evaluate(episodes, seed)
     pred = Predictor.load(model_dir)
     if data is None:
         ds = build(pred.config)

@@ -126,7 +126,14 @@ def check_weights_file(path: Path) -> None:
     raise ArtifactError(f"{path}: not a safetensors file (the header is not a JSON object)")
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The metadata of any model directory, after the checks every kind shares.
+
+    Those are: the directory and its JSON exist, the JSON is an object, and its format
+    version is one this layerwise reads. ``meta["kind"]`` says what the directory holds:
+    absent for a supervised model, ``"policy"`` for a reinforcement-learning policy
+    (loaded by :mod:`layerwise.rl.policy`).
+    """
     p = Path(path)
     if not p.is_dir():
         raise ArtifactError(f"model directory not found: {p}")
@@ -146,6 +153,17 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise ArtifactError(f"{meta_path}: format version {version} is newer than this "
                             f"layerwise reads ({FORMAT_VERSION}); upgrade layerwise")
+    return meta
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of a supervised model directory, checked (see the module docstring)."""
+    meta = read_header(path)
+    meta_path = Path(path) / META
+    kind = meta.get("kind", "supervised")
+    if kind != "supervised":
+        raise ArtifactError(f"{meta_path}: holds a {kind}, not a supervised model; load it "
+                            "with layerwise.load")
     family = meta.get("family")
     if family not in model_names():
         raise ArtifactError(f"{meta_path}: model family {family!r} is not registered "

@@ -34,13 +34,20 @@ __all__ = [
     "CategoryOutput",
     "Config",
     "ConvBlock",
+    "DQNConfig",
     "DataConfig",
     "EarlyStoppingConfig",
+    "EnvConfig",
     "ImageInput",
     "MLPConfig",
+    "NextTokenOutput",
     "NumericInput",
     "NumericOutput",
     "OptimizerConfig",
+    "PPOConfig",
+    "PrioritizedReplayConfig",
+    "RLConfig",
+    "RLTrainConfig",
     "RNNConfig",
     "ScheduleConfig",
     "SplitConfig",
@@ -196,7 +203,15 @@ class NumericOutput(_Feature):
     loss_weight: float = Field(1.0, gt=0.0)
 
 
-OutputFeature = Annotated[Union[CategoryOutput, BinaryOutput, NumericOutput],
+class NextTokenOutput(_Feature):
+    """Language modelling: predict each next token of a text input (see docs/decisions.md)."""
+
+    type: Literal["next_token"]
+    input: str = Field(min_length=1, description="the text input whose tokens are predicted")
+    loss_weight: float = Field(1.0, gt=0.0)
+
+
+OutputFeature = Annotated[Union[CategoryOutput, BinaryOutput, NumericOutput, NextTokenOutput],
                           Field(discriminator="type")]
 
 # ---------------------------------------------------------------------------- models
@@ -278,6 +293,8 @@ class TransformerConfig(_Strict):
     mlp_ratio: int = Field(4, gt=0, description="hidden width of each block's MLP / d_model")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     positions: Literal["learned", "sinusoidal", "rotary"] = "learned"
+    causal: bool = Field(False, description="decoder-only: a token sees itself and earlier "
+                         "tokens only (needed by next_token outputs)")
     pooling: Literal["mean", "max", "cls"] = Field(
         "mean", description="cls: a learned token prepended to every text")
     dense: list[int] = Field(default_factory=list, description="dense layers after pooling")
@@ -374,9 +391,157 @@ class Config(_Strict):
         if dup:
             raise ValueError(f"feature names must be unique across inputs and outputs; "
                              f"repeated: {dup}")
+        texts = {f.name for f in self.inputs if f.type == "text"}
+        for o in self.outputs:
+            if o.type != "next_token":
+                continue
+            if o.input not in texts:
+                raise ValueError(f"outputs {o.name!r}: input must name a text input "
+                                 f"({sorted(texts)}); got {o.input!r}")
+            if len(self.outputs) > 1 or len(self.inputs) > 1 or \
+                    self.model.family != "transformer" or not self.model.causal:
+                raise ValueError(f"outputs {o.name!r}: a next_token output is a language "
+                                 "model: one text input, this one output, and model.family: "
+                                 "transformer with causal: true")
         if "seed" not in self.train.model_fields_set:
             self.train.seed = self.seed
         return self
+
+
+# ------------------------------------------------------------------ reinforcement learning
+# An RL run names an environment and an agent where a supervised run names data, inputs
+# and outputs; parse() returns an RLConfig when the raw config has an `env` key. The
+# agents, environment wrappers and policy artifact live in layerwise/rl/.
+
+
+class EnvConfig(_Strict):
+    """A Gymnasium environment and the wrappers layerwise puts around it."""
+
+    id: str = Field(min_length=1, description="any registered Gymnasium id, e.g. CartPole-v1 "
+                    "or layerwise/Recommend-v0")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for "
+                                   "gymnasium.make")
+    num_envs: int = Field(1, gt=0, description="copies stepped together (vectorised)")
+    max_episode_steps: int | None = Field(None, gt=0, description="time limit; default: the "
+                                          "one registered with the id")
+    normalize_obs: bool = Field(False, description="standardise vector observations with a "
+                                "running mean and std (the statistics travel in the artifact)")
+    clip_obs: float = Field(10.0, gt=0.0, description="clip normalised observations to "
+                            "[-clip_obs, clip_obs]")
+    frame_stack: int = Field(1, gt=0, description="feed the last N observations together")
+    reward_scale: float = Field(1.0, gt=0.0, description="multiply training rewards by this "
+                                "(reported returns stay raw)")
+    normalize_reward: bool = Field(False, description="divide training rewards by the running "
+                                   "std of the discounted return")
+
+
+class PrioritizedReplayConfig(_Strict):
+    """Proportional prioritised replay (Schaul et al. 2016)."""
+
+    alpha: float = Field(0.6, ge=0.0, le=1.0, description="how much priorities count "
+                         "(0: uniform)")
+    beta: float = Field(0.4, ge=0.0, le=1.0, description="importance-sampling exponent at "
+                        "the start; annealed linearly to 1")
+    epsilon: float = Field(1e-6, gt=0.0, description="added to |TD error| so no transition "
+                           "starves")
+
+
+class DQNConfig(_Strict):
+    """Deep Q-learning: target network, double DQN, dueling head, n-step, ε-greedy."""
+
+    algo: Literal["dqn"]
+    gamma: float = Field(0.99, ge=0.0, le=1.0, description="discount factor")
+    buffer_size: int = Field(100_000, gt=0, description="replay capacity (transitions)")
+    learning_starts: int = Field(1000, ge=0, description="env steps of uniformly random "
+                                 "actions before learning starts")
+    batch_size: int = Field(32, gt=0)
+    train_freq: int = Field(4, gt=0, description="env steps between training rounds")
+    gradient_steps: int = Field(1, gt=0, description="gradient steps per training round")
+    target_update_interval: int = Field(1000, gt=0, description="env steps between target "
+                                        "network updates")
+    tau: float = Field(1.0, gt=0.0, le=1.0, description="target update: 1 copies, below 1 "
+                       "mixes (Polyak)")
+    double: bool = Field(True, description="double DQN: the online network picks the next "
+                         "action, the target network values it")
+    dueling: bool = Field(False, description="dueling head: V(s) + A(s, a) - mean A")
+    n_step: int = Field(1, gt=0, description="n-step returns")
+    loss: Literal["huber", "mse"] = "huber"
+    max_grad_norm: float | None = Field(10.0, gt=0.0)
+    epsilon_start: float = Field(1.0, ge=0.0, le=1.0)
+    epsilon_end: float = Field(0.05, ge=0.0, le=1.0)
+    exploration_fraction: float = Field(0.1, gt=0.0, le=1.0, description="share of "
+                                        "train.total_steps over which ε falls linearly")
+    prioritized: PrioritizedReplayConfig | None = Field(None, description="prioritised "
+                                                        "replay; uniform when omitted")
+
+
+class PPOConfig(_Strict):
+    """Proximal policy optimisation: actor-critic, GAE(λ), clipped objective."""
+
+    algo: Literal["ppo"]
+    n_steps: int = Field(2048, gt=0, description="steps per environment in each rollout")
+    batch_size: int = Field(64, gt=0, description="minibatch size")
+    n_epochs: int = Field(10, gt=0, description="passes over each rollout")
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    clip_range: float = Field(0.2, gt=0.0)
+    clip_decay: bool = Field(False, description="anneal clip_range linearly to 0 over training")
+    clip_range_vf: float | None = Field(None, gt=0.0, description="clip the value update "
+                                        "around the rollout's values (none: unclipped)")
+    ent_coef: float = Field(0.0, ge=0.0, description="entropy bonus")
+    vf_coef: float = Field(0.5, ge=0.0)
+    max_grad_norm: float | None = Field(0.5, gt=0.0)
+    normalize_advantage: bool = True
+    target_kl: float | None = Field(None, gt=0.0, description="stop a rollout's epochs early "
+                                    "when the approximate KL exceeds 1.5 × this")
+    shared: bool = Field(False, description="one network body for policy and value (two "
+                         "separate bodies when false)")
+    log_std_init: float = Field(0.0, description="continuous actions: initial log std")
+    ortho_init: bool = Field(True, description="orthogonal initialisation (gain √2 for the "
+                             "body, 0.01 for the policy head, 1 for the value head)")
+
+
+AgentConfig = Annotated[Union[DQNConfig, PPOConfig], Field(discriminator="algo")]
+
+
+class RLTrainConfig(_Strict):
+    """How long to train an agent, when to evaluate and checkpoint."""
+
+    total_steps: int = Field(100_000, gt=0, description="environment steps, all envs together")
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="adam",
+                                                                               lr=3e-4))
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="learning "
+                                     "rate schedule; it advances once per PPO rollout or DQN "
+                                     "gradient step")
+    eval_episodes: int = Field(20, gt=0, description="episodes per evaluation (deterministic "
+                               "actions)")
+    eval_every: int = Field(10_000, ge=0, description="env steps between evaluations (0: at "
+                            "the end only)")
+    eval_seed: int = Field(1000, ge=0, description="seeds the evaluation episodes, apart from "
+                           "the training seed")
+    log_every: int = Field(2000, gt=0, description="env steps between history rows")
+    checkpoint_every: int = Field(10_000, ge=0, description="env steps between checkpoints "
+                                  "(0: at the end only)")
+    checkpoint_replay: bool = Field(True, description="DQN: keep the replay buffer in "
+                                    "checkpoints (needed for an exact resume)")
+    progress: Literal["auto", "bar", "log", "quiet"] = "auto"
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: 1 for "
+                                "small networks, else all cores)")
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="small policies run "
+                                                   "fastest on the CPU")
+
+
+class RLConfig(_Strict):
+    """A reinforcement-learning run: environment, agent, network and training."""
+
+    name: str = "agent"
+    seed: int = Field(0, ge=0)
+    env: EnvConfig
+    agent: AgentConfig
+    network: ModelConfig = Field(
+        default_factory=lambda: MLPConfig(family="mlp", hidden=[64, 64], activation="tanh"),
+        description="the body of the policy / value / Q networks (mlp, or cnn for images)")
+    train: RLTrainConfig = Field(default_factory=RLTrainConfig)
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -397,10 +562,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def parse(source: Config | dict[str, Any] | str | Path,
-          overrides: list[str] | None = None) -> Config:
-    """Validate a config given as a :class:`Config`, a dict or a YAML path."""
-    if isinstance(source, Config):
+def parse(source: Config | RLConfig | dict[str, Any] | str | Path,
+          overrides: list[str] | None = None) -> Config | RLConfig:
+    """Validate a config given as a :class:`Config`, a dict or a YAML path.
+
+    A config with an ``env`` key is a reinforcement-learning run and becomes an
+    :class:`RLConfig`; any other becomes a :class:`Config`.
+    """
+    if isinstance(source, Config | RLConfig):
         if not overrides:
             return source
         raw: dict[str, Any] = source.model_dump(mode="json", exclude_unset=True)
@@ -410,10 +579,11 @@ def parse(source: Config | dict[str, Any] | str | Path,
         raw = load_yaml(source)
     if overrides:
         apply_overrides(raw, overrides)
+    root: type[Config] | type[RLConfig] = RLConfig if "env" in raw else Config
     try:
-        return Config.model_validate(raw)
+        return root.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_explain(e, raw)) from None
+        raise ConfigError(_explain(e, raw, root)) from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
@@ -456,7 +626,8 @@ def _child(node: Any, part: str, path: str, create: bool) -> Any:
     return node[part]
 
 
-def _explain(err: ValidationError, raw: dict[str, Any]) -> str:
+def _explain(err: ValidationError, raw: dict[str, Any], root: type[BaseModel] = Config
+             ) -> str:
     """Turn pydantic's report into messages that name the key and suggest fixes."""
     lines = []
     seen = set()
@@ -465,7 +636,7 @@ def _explain(err: ValidationError, raw: dict[str, Any]) -> str:
         where = _dotted(_display(item["loc"]))
         if item["type"] == "extra_forbidden":
             parent = loc[:-1]
-            valid = _valid_keys(parent, raw)
+            valid = _valid_keys(parent, raw, root)
             key = str(loc[-1])
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -486,8 +657,8 @@ def _explain(err: ValidationError, raw: dict[str, Any]) -> str:
     return head + "\n  ".join(lines)
 
 
-_TAGS = {"numeric", "binary", "category", "image", "text", "mlp", "cnn", "rnn",
-         "transformer"}
+_TAGS = {"numeric", "binary", "category", "image", "text", "next_token", "mlp", "cnn", "rnn",
+         "transformer", "dqn", "ppo"}
 
 
 def _display(loc: tuple[Any, ...]) -> list[Any]:
@@ -495,7 +666,7 @@ def _display(loc: tuple[Any, ...]) -> list[Any]:
     out: list[Any] = []
     for i, part in enumerate(loc):
         prev = loc[i - 1] if i else None
-        if part in _TAGS and (isinstance(prev, int) or prev == "model"):
+        if part in _TAGS and (isinstance(prev, int) or prev in ("model", "network", "agent")):
             continue
         out.append(part)
     return out
@@ -513,9 +684,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _valid_keys(parent: list[Any], raw: dict[str, Any]) -> list[str]:
+def _valid_keys(parent: list[Any], raw: dict[str, Any], root: type[BaseModel] = Config
+                ) -> list[str]:
     """The field names allowed at ``parent`` (a pydantic loc without the bad key)."""
-    model: Any = Config
+    model: Any = root
     node: Any = raw
     i = 0
     while i < len(parent):
@@ -575,22 +747,22 @@ def _resolve_tag(model: Any, tag: str) -> Any:
     if not isinstance(model, _UnionOf):
         return None
     for m in model.models:
-        for field in ("type", "family"):
+        for field in ("type", "family", "algo"):
             f = m.model_fields.get(field)
             if f is not None and tag in getattr(f.annotation, "__args__", ()):
                 return m
     return None
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of the whole config, for editors."""
-    schema = Config.model_json_schema()
+def json_schema(kind: Literal["supervised", "rl"] = "supervised") -> dict[str, Any]:
+    """The JSON Schema of a config file, for editors: a supervised run or an RL run."""
+    schema = (RLConfig if kind == "rl" else Config).model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "layerwise config"
+    schema["title"] = "layerwise RL config" if kind == "rl" else "layerwise config"
     return schema
 
 
-def config_hash(cfg: Config) -> str:
+def config_hash(cfg: Config | RLConfig) -> str:
     """A stable hash of the resolved config (for lineage)."""
     text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from layerwise.cli import evaluate, info, predict, train
+from layerwise.cli import evaluate, generate, info, predict, rollout, train
 
 app = typer.Typer(name="layerwise", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
@@ -19,6 +19,8 @@ app = typer.Typer(name="layerwise", no_args_is_help=True, add_completion=False,
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("predict")(predict.predict)
+app.command("generate")(generate.generate)
+app.command("rollout")(rollout.rollout)
 app.command("datasets")(info.datasets)
 app.command("schema")(info.schema)
 

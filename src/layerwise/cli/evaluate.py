@@ -1,4 +1,4 @@
-"""``layerwise evaluate MODEL_DIR [DATA] [--output FILE]``."""
+"""``layerwise evaluate MODEL_DIR [DATA] [--output FILE] [--episodes N] [--seed S]``."""
 
 from __future__ import annotations
 
@@ -15,11 +15,18 @@ def evaluate(
                     "run's own test split")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the "  # noqa: UP007
                       "metrics as JSON here")] = None,
+    episodes: Annotated[Optional[int], typer.Option("--episodes", "-n", min=1, help="policy: "  # noqa: UP007
+                        "episodes to run (default: the run's eval_episodes)")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="policy: seed of the "  # noqa: UP007
+                    "episodes (default: the run's eval_seed)")] = None,
 ) -> None:
-    """Evaluate a saved model: accuracy, macro-F1, per-class results, confusion matrix."""
+    """Evaluate a saved model: accuracy, macro-F1, per-class results, confusion matrix.
+
+    For a policy (a reinforcement-learning run): the return over deterministic episodes.
+    """
     from layerwise.api import evaluate as run_evaluate
 
-    metrics = run_evaluate(model_dir, data)
+    metrics = run_evaluate(model_dir, data, episodes=episodes, seed=seed)
     text = json.dumps(metrics, indent=2)
     if output:
         output.write_text(text)

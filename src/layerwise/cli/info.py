@@ -28,11 +28,13 @@ def datasets() -> None:
 def schema(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write to a file")  # noqa: UP007
                       ] = None,
+    rl: Annotated[bool, typer.Option("--rl", help="the schema of a reinforcement-learning "
+                                     "config (env, agent, network, train)")] = False,
 ) -> None:
     """Print the JSON Schema of the config file (for editor completion and checks)."""
     from layerwise.config import json_schema
 
-    text = json.dumps(json_schema(), indent=2)
+    text = json.dumps(json_schema("rl" if rl else "supervised"), indent=2)
     if output:
         output.write_text(text + "\n")
         print(f"JSON Schema written to {output}")

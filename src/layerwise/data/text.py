@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerwise.data.features import INPUT_ENCODERS, Encoder, _bad
+from layerwise.data.features import INPUT_ENCODERS, OUTPUT_ENCODERS, Encoder, _bad
 from layerwise.data.table import Table
 from layerwise.errors import DataError, MissingDependencyError
 
@@ -192,4 +192,48 @@ def _train_bpe(texts: list[str], cfg: Any) -> Any:
     return tok
 
 
+class NextTokenEncoder(Encoder):
+    """Language-model targets: for each token of a text input, the token that follows it.
+
+    ``long [N, T]``: ``targets[i, t] = ids[i, t + 1]``, and ``IGNORE`` (-100) after the
+    last token. It reads the input's column and uses the input's fitted tokenizer
+    (``source``, linked by the Schema), so it has no state of its own.
+    """
+
+    kind = "next_token"
+    IGNORE = -100
+
+    def __init__(self, cfg: Any, *, output: bool = True) -> None:
+        super().__init__(cfg)
+        self.column = cfg.input  # the column read is the text input's
+        self.source: TextEncoder | None = None
+
+    def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        assert self.source is not None  # linked by Schema.from_config
+        return self.source.parse(col, table)
+
+    def fit(self, values: np.ndarray) -> None:
+        pass  # the text input fits the tokenizer
+
+    @property
+    def size(self) -> int:
+        return self.source.size if self.source is not None else 0
+
+    def transform(self, values: np.ndarray) -> torch.Tensor:
+        assert self.source is not None
+        enc = self.source.transform(values)
+        ids, lengths = enc["ids"], enc["lengths"]
+        targets = torch.full_like(ids, self.IGNORE)
+        targets[:, :-1] = ids[:, 1:]
+        after = torch.arange(ids.shape[1])[None, :] >= (lengths[:, None] - 1)
+        return targets.masked_fill(after, self.IGNORE)
+
+    def state(self) -> dict[str, Any]:
+        return {"input": self.column}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
 INPUT_ENCODERS["text"] = TextEncoder
+OUTPUT_ENCODERS["next_token"] = NextTokenEncoder

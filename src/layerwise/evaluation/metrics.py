@@ -13,6 +13,7 @@ import torch
 
 from layerwise.data.build import Schema
 from layerwise.data.features import BinaryEncoder, CategoryEncoder, NumericEncoder
+from layerwise.data.text import NextTokenEncoder
 
 
 def classification(y_true: np.ndarray, y_pred: np.ndarray, labels: list[Any],
@@ -64,6 +65,11 @@ def evaluate_outputs(schema: Schema, outputs: dict[str, torch.Tensor],
             per[enc.name] = classification(y.numpy().astype(np.int64), pred, enc.labels(), prob)
         elif isinstance(enc, NumericEncoder):
             per[enc.name] = regression(enc.decode(y), enc.decode(out))
+        elif isinstance(enc, NextTokenEncoder):  # out: per-row (nll sum, correct, tokens)
+            nll, hit, n = out.sum(0).tolist()
+            per[enc.name] = {"nats_per_token": nll / max(n, 1.0),
+                             "perplexity": float(np.exp(nll / max(n, 1.0))),
+                             "accuracy": hit / max(n, 1.0), "tokens": int(n)}
         per[enc.name]["count"] = int(len(y))
     return per[schema.outputs[0].name] if len(per) == 1 else per
 

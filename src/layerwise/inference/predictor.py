@@ -20,7 +20,8 @@ from layerwise.data.batching import TensorData, take
 from layerwise.data.build import encode_rows
 from layerwise.data.features import BinaryEncoder, CategoryEncoder, NumericEncoder
 from layerwise.data.table import Table
-from layerwise.errors import DataError
+from layerwise.data.text import UNK_ID, NextTokenEncoder
+from layerwise.errors import ConfigError, DataError
 
 
 class Predictor:
@@ -91,7 +92,40 @@ class Predictor:
     def predict(self, rows: Any, batch_size: int = 1024) -> list[dict[str, Any]]:
         """Decoded predictions, one dict per row."""
         data, _ = encode_rows(self.schema, self.to_table(rows), targets=False)
+        if self.schema.texts:
+            self._lengths = data.inputs[self.schema.texts[0].name]["lengths"]
+        if any(isinstance(e, NextTokenEncoder) for e in self.schema.outputs):
+            batch_size = min(batch_size, 64)  # logits [B, T, V] per batch
         return self.decode(self.forward(data, batch_size))
+
+    def generate(self, prompt: str = "", max_tokens: int = 200, *, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
+                 beams: int = 1, seed: int | None = None, use_cache: bool = True) -> str:
+        """Continue ``prompt`` with a language model (a ``next_token`` output).
+
+        Sampling by default (``temperature``, ``top_k``, ``top_p``); ``greedy=True`` takes
+        the most likely token; ``beams > 1`` runs beam search. An empty prompt starts at a
+        newline (a fresh line of text). Returns the prompt and its continuation.
+        """
+        from layerwise.models.transformer import Decoder
+
+        if not any(isinstance(e, NextTokenEncoder) for e in self.schema.outputs):
+            raise ConfigError("generate needs a language model (an output of type "
+                              "next_token); this model predicts "
+                              f"{[e.kind for e in self.schema.outputs]}")
+        if max_tokens < 0 or beams < 1 or (top_p is not None and not 0 < top_p <= 1):
+            raise ConfigError(f"generate expects max_tokens >= 0, beams >= 1 and 0 < top_p "
+                              f"<= 1; got {max_tokens}, {beams}, {top_p}")
+        text = self.schema.texts[0]
+        ids = text.encode(prompt or "\n") or [UNK_ID]
+        decoder = Decoder(self.model.backbone)  # type: ignore[arg-type]
+        if beams > 1:
+            new = decoder.beam(ids, max_tokens, beams)
+        else:
+            new = decoder.sample(ids, max_tokens, temperature=temperature, top_k=top_k,
+                                 top_p=top_p, greedy=greedy, use_cache=use_cache, seed=seed)
+        sep = "" if text.cfg.tokenizer != "word" else " "
+        return prompt + (sep if prompt and new else "") + text.decode(new)
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         cols: dict[str, list[Any]] = {}
@@ -113,6 +147,14 @@ class Predictor:
                 cols[f"{enc.name}_probability"] = [float(x) for x in p]
             elif isinstance(enc, NumericEncoder):
                 cols[enc.name] = [float(x) for x in enc.decode(out)]
+            elif isinstance(enc, NextTokenEncoder):  # out: [N, T, V]; the token after each text
+                assert enc.source is not None
+                src = enc.source
+                last = self._lengths - 1
+                prob = out[torch.arange(len(out)), last].softmax(-1)
+                best = prob.argmax(-1).tolist()
+                cols[enc.name] = [src.decode([i]) for i in best]
+                cols[f"{enc.name}_probability"] = [float(prob[r, i]) for r, i in enumerate(best)]
         n = len(next(iter(cols.values())))
         return [{k: v[i] for k, v in cols.items()} for i in range(n)]
 

@@ -6,6 +6,7 @@ type        head output      loss                                 prediction
 category    logits [B, n]    cross-entropy (smoothing, weights)   softmax probabilities
 binary      logit [B]        BCE with logits (pos_weight)         sigmoid probability
 numeric     value [B]        MSE / MAE / Huber (scaled targets)   value (unscaled later)
+next_token  logits [B,T,V]   cross-entropy per real token         next-token distribution
 ==========  ===============  ===================================  =====================
 """
 
@@ -93,6 +94,39 @@ class NumericHead(Head):
     def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         err = (out.float() - y) * self.scale  # back in the target's own units
         return {"mae": err.abs().mean().item(), "rmse": err.pow(2).mean().sqrt().item()}
+
+
+class NextTokenHead(nn.Module):
+    """A language model's output: ``project`` (the backbone's tied embedding) maps states
+    ``[B, T, C]`` to logits ``[B, T, V]``; it owns no weights. Targets ``[B, T_max]`` hold
+    -100 where there is no next token."""
+
+    kind = "next_token"
+    IGNORE = -100
+
+    def __init__(self, name: str, project: Any, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.name, self.loss_weight = name, loss_weight
+        self.project = project  # a bound method, not a module: nothing is registered twice
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.project(h)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        y = y[:, : out.shape[1]]  # the batch was cut to its longest text
+        return F.cross_entropy(out.flatten(0, 1).float(), y.flatten(), ignore_index=self.IGNORE)
+
+    def row_stats(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per row: summed negative log-likelihood, correct argmax tokens, tokens ``[B, 3]``."""
+        y = y[:, : out.shape[1]]
+        valid = y != self.IGNORE
+        nll = F.cross_entropy(out.float().transpose(1, 2), y.clamp(min=0), reduction="none")
+        hit = (out.argmax(-1) == y) & valid
+        return torch.stack([(nll * valid).sum(1), hit.sum(1).float(), valid.sum(1).float()], 1)
+
+    def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        nll, hit, n = self.row_stats(out, y).sum(0).tolist()
+        return {"accuracy": hit / max(n, 1.0), "nats_per_token": nll / max(n, 1.0)}
 
 
 def build_head(cfg: Any, in_features: int, desc_out: tuple[str, int],

@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from layerwise.errors import ConfigError
-from layerwise.models.heads import Head, build_head
+from layerwise.models.heads import Head, NextTokenHead, build_head
 from layerwise.models.registry import get_model
 
 
 class LayerwiseModel(nn.Module):
     """What ``layerwise train`` builds from a config; any ``nn.Module`` also trains."""
 
-    def __init__(self, backbone: nn.Module, heads: list[Head]) -> None:
+    def __init__(self, backbone: nn.Module, heads: list[Head | NextTokenHead]) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict({h.name: h for h in heads})
@@ -56,7 +56,12 @@ def build_model(model_cfg: Any, output_cfgs: list[Any], desc: dict[str, Any],
         raise ConfigError(f"model {model_cfg.family} cannot read text inputs ({', '.join(texts)})"
                           "; use family rnn or transformer")
     backbone = family.from_config(model_cfg, desc)  # type: ignore[attr-defined]
-    heads = [build_head(o, backbone.out_features, desc["outputs"][o.name],
-                        (class_weights or {}).get(o.name), (scales or {}).get(o.name, 1.0))
-             for o in output_cfgs]
+    heads: list[Head | NextTokenHead] = []
+    for o in output_cfgs:
+        if o.type == "next_token":  # a language model: the backbone's embedding is the head
+            heads.append(NextTokenHead(o.name, backbone.lm_logits, o.loss_weight))
+            continue
+        heads.append(build_head(o, backbone.out_features, desc["outputs"][o.name],
+                                (class_weights or {}).get(o.name),
+                                (scales or {}).get(o.name, 1.0)))
     return LayerwiseModel(backbone, heads)

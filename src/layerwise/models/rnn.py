@@ -83,6 +83,9 @@ class RNN(nn.Module):
         texts = desc.get("texts", {})
         if not texts:
             raise ConfigError("model rnn needs at least one text input (type: text)")
+        if desc.get("images"):
+            raise ConfigError(f"model rnn cannot read image inputs "
+                              f"({', '.join(desc['images'])}); use family cnn or mlp")
         self.text_names = sorted(texts)
         self.encoders = nn.ModuleDict({
             n: SequenceEncoder(cfg, texts[n]["vocab_size"], texts[n]["pad_id"])

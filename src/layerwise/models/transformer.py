@@ -37,39 +37,53 @@ def sinusoidal(n: int, dim: int) -> torch.Tensor:
     return pe
 
 
-def rotate(x: torch.Tensor) -> torch.Tensor:
+def rotate(x: torch.Tensor, offset: int = 0) -> torch.Tensor:
     """Rotary positions (RoFormer): rotate pairs of channels of ``[B, H, T, D]`` by angle
-    ``position · θ_i``, so that ``q·k`` depends on the relative position only."""
+    ``position · θ_i``, so that ``q·k`` depends on the relative position only. ``offset``:
+    the position of the first step (tokens already in a key-value cache)."""
     t, d = x.shape[-2], x.shape[-1]
     inv = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d))
-    ang = torch.arange(t, dtype=torch.float32, device=x.device)[:, None] * inv  # [T, D/2]
+    pos = torch.arange(offset, offset + t, dtype=torch.float32, device=x.device)
+    ang = pos[:, None] * inv  # [T, D/2]
     cos, sin = ang.cos().repeat(1, 2).to(x.dtype), ang.sin().repeat(1, 2).to(x.dtype)
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, d: int, heads: int, dropout: float, rotary: bool) -> None:
+    def __init__(self, d: int, heads: int, dropout: float, rotary: bool,
+                 causal: bool = False) -> None:
         super().__init__()
-        self.heads, self.rotary, self.p = heads, rotary, dropout
+        self.heads, self.rotary, self.p, self.causal = heads, rotary, dropout, causal
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, weights: bool = False
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, weights: bool = False,
+                cache: dict[str, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape  # batch, time, channels
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        past = cache["k"].shape[2] if cache else 0            # tokens already cached
         if self.rotary:
-            q, k = rotate(q), rotate(k)                       # each [B, H, T, D]
-        keep = mask[:, None, None, :]                         # [B, 1, 1, T]: attend to tokens
+            q, k = rotate(q, past), rotate(k, past)           # each [B, H, T, D]
+        if cache is not None:  # key-value cache: a new token attends to every earlier one
+            if past:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        if self.causal:  # query t sees keys ≤ past + t; padding comes last, so never seen
+            keep = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+        else:
+            keep = mask[:, None, None, :]                     # [B, 1, 1, T]: attend to tokens
         w = None
         if weights:  # explicit path: the same arithmetic, with the weights kept
             s = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
             w = s.masked_fill(~keep, float("-inf")).softmax(dim=-1)  # [B, H, T, T]
             y = w @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
+            fast = self.causal and not past  # the fused causal kernel needs no mask tensor
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if fast else keep,
+                                               is_causal=fast,
                                                dropout_p=self.p if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.drop(self.proj(y)), w
@@ -82,13 +96,15 @@ class Block(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = SelfAttention(d, cfg.heads, cfg.dropout, cfg.positions == "rotary")
+        self.attn = SelfAttention(d, cfg.heads, cfg.dropout, cfg.positions == "rotary",
+                                  cfg.causal)
         self.mlp = nn.Sequential(nn.Linear(d, cfg.mlp_ratio * d), activation(cfg.activation),
                                  nn.Linear(cfg.mlp_ratio * d, d), nn.Dropout(cfg.dropout))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, weights: bool = False
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, weights: bool = False,
+                cache: dict[str, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, w = self.attn(self.norm1(x), mask, weights)
+        a, w = self.attn(self.norm1(x), mask, weights, cache)
         x = x + a
         return x + self.mlp(self.norm2(x)), w
 
@@ -101,9 +117,10 @@ class TextTransformer(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.pooling, self.positions = cfg.pooling, cfg.positions
-        n_pos = max_length + (cfg.pooling == "cls")
+        self.n_pos = n_pos = max_length + (cfg.pooling == "cls" and not cfg.causal)
         self.tokens = nn.Embedding(vocab_size, d, padding_idx=pad_id)
-        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02) if cfg.pooling == "cls" else None
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02) \
+            if cfg.pooling == "cls" and not cfg.causal else None
         self.pos = nn.Embedding(n_pos, d) if cfg.positions == "learned" else None
         if cfg.positions == "sinusoidal":
             self.register_buffer("table", sinusoidal(n_pos, d), persistent=False)
@@ -118,12 +135,32 @@ class TextTransformer(nn.Module):
         if self.cls is not None:
             x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1)
             mask = torch.cat([mask.new_ones(len(x), 1), mask], dim=1)
+        return self.drop(self._position(x, 0)), mask
+
+    def _position(self, x: torch.Tensor, offset: int) -> torch.Tensor:
         t = x.shape[1]
         if self.pos is not None:
-            x = x + self.pos(torch.arange(t, device=x.device))
-        elif self.positions == "sinusoidal":
-            x = x + self.table[:t]
-        return self.drop(x), mask
+            return x + self.pos(torch.arange(offset, offset + t, device=x.device))
+        if self.positions == "sinusoidal":
+            return x + self.table[offset: offset + t]
+        return x  # rotary: positions enter inside attention
+
+    def states(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-token states ``[B, T, C]`` (a causal model's output)."""
+        x, mask = self._embed(text)
+        for block in self.blocks:
+            x, _ = block(x, mask)
+        return self.norm(x)
+
+    def step(self, ids: torch.Tensor, caches: list[dict[str, torch.Tensor]] | None,
+             offset: int) -> torch.Tensor:
+        """Next-token logits ``[B, T, V]`` for ``ids [B, T]`` that follow ``offset`` cached
+        tokens; with ``caches`` (one dict per block) the keys and values are kept."""
+        x = self._position(self.tokens(ids), offset)
+        mask = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
+        for i, block in enumerate(self.blocks):
+            x, _ = block(x, mask, cache=caches[i] if caches is not None else None)
+        return self.norm(x) @ self.tokens.weight.T  # tied, as in Transformer.lm_logits
 
     def _pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
@@ -155,10 +192,17 @@ class Transformer(nn.Module):
         texts = desc.get("texts", {})
         if not texts:
             raise ConfigError("model transformer needs at least one text input (type: text)")
+        if desc.get("images"):
+            raise ConfigError(f"model transformer cannot read image inputs "
+                              f"({', '.join(desc['images'])}); use family cnn or mlp")
         self.text_names = sorted(texts)
         self.encoders = nn.ModuleDict({
             n: TextTransformer(cfg, texts[n]["vocab_size"], texts[n]["max_length"],
                                texts[n]["pad_id"]) for n in self.text_names})
+        self.causal = cfg.causal
+        if cfg.causal and (len(texts) != 1 or desc["numeric_dim"] or desc["category_sizes"]):
+            raise ConfigError("a causal transformer (a language model) reads exactly one text "
+                              f"input and nothing else; got texts {self.text_names}")
         self.tabular = TabularEncoder.from_schema(desc)
         width = sum(e.out_features for e in self.encoders.values()) + self.tabular.out_features
         self.dense, self.out_features = dense_stack(width, cfg.dense, cfg.activation,
@@ -170,6 +214,8 @@ class Transformer(nn.Module):
         return cls(cfg, desc)
 
     def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+        if self.causal:  # a language model: per-token states [B, T, C] for the tied LM head
+            return self.encoders[self.text_names[0]].states(inputs[self.text_names[0]])
         parts = [self.encoders[n](inputs[n]) for n in self.text_names]
         tab = self.tabular(inputs)
         if tab is not None:
@@ -177,11 +223,102 @@ class Transformer(nn.Module):
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, F_in]
         return self.dense(x)
 
+    def lm_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """States ``[B, T, C]`` → next-token logits ``[B, T, V]`` with the token embedding as
+        the output layer (weight tying: one matrix, no extra parameters)."""
+        return h @ self.encoders[self.text_names[0]].tokens.weight.T
+
     @torch.no_grad()
     def attention_maps(self, inputs: dict[str, Any]) -> dict[str, list[torch.Tensor]]:
         """Attention weights per text input and block: ``[B, heads, T, T]`` each (T is the
         batch's longest text, plus one for the cls token)."""
         return {n: self.encoders[n].attention_maps(inputs[n]) for n in self.text_names}
+
+
+# ---------------------------------------------------------------- language-model decoding
+
+
+class Decoder:
+    """Generation from a causal transformer: sampling (temperature, top-k, top-p), greedy
+    and beam search, each new token one cached step (``use_cache=False`` recomputes the
+    whole window every token: the baseline for benchmarks/generation.py)."""
+
+    def __init__(self, model: Transformer) -> None:
+        if not model.causal:
+            raise ConfigError("generation needs a causal transformer (model.causal: true)")
+        self.enc: TextTransformer = model.encoders[model.text_names[0]]  # type: ignore[assignment]
+        self.window = self.enc.n_pos
+
+    @torch.no_grad()
+    def sample(self, ids: list[int], max_tokens: int, *, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
+               use_cache: bool = True, seed: int | None = None) -> list[int]:
+        """The tokens that follow ``ids`` (which must be non-empty)."""
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        out = list(ids)[-self.window:]
+        caches: list[dict[str, torch.Tensor]] | None = None
+        new: list[int] = []
+        logits = self._prime(out, use_cache)
+        for _ in range(max_tokens):
+            nxt = pick(logits, temperature, top_k, top_p, greedy, g)
+            new.append(nxt)
+            out.append(nxt)
+            if not use_cache:  # recompute the whole (sliding) window
+                logits = self.enc.step(torch.tensor([out[-self.window:]]), None, 0)[0, -1]
+            elif len(out) >= self.window:  # positions run out: re-prime on the recent half
+                out = out[-self.window // 2:]
+                logits = self._prime(out, True)
+            else:
+                caches = self._caches
+                logits = self.enc.step(torch.tensor([[nxt]]), caches, len(out) - 1)[0, -1]
+        return new
+
+    def _prime(self, ids: list[int], use_cache: bool) -> torch.Tensor:
+        self._caches: list[dict[str, torch.Tensor]] | None = \
+            [{} for _ in self.enc.blocks] if use_cache else None
+        return self.enc.step(torch.tensor([ids]), self._caches, 0)[0, -1]  # [V]
+
+    @torch.no_grad()
+    def beam(self, ids: list[int], max_tokens: int, beams: int = 4) -> list[int]:
+        """Beam search: the continuation with the highest total log-probability found
+        keeping ``beams`` candidates (capped at the position window)."""
+        ids = list(ids)[-self.window:]
+        max_tokens = min(max_tokens, self.window - len(ids))
+        seqs: list[list[int]] = [[]]
+        scores = torch.zeros(1)
+        logits = self._prime(ids, True)[None]                 # [1, V]
+        caches = self._caches
+        assert caches is not None
+        for t in range(max_tokens):
+            total = scores[:, None] + logits.log_softmax(-1)  # [b, V]
+            top = total.flatten().topk(min(beams, total.numel()))
+            src = top.indices // total.shape[1]
+            tok = top.indices % total.shape[1]
+            seqs = [seqs[s] + [int(k)] for s, k in zip(src.tolist(), tok.tolist())]
+            scores = top.values
+            for c in caches:  # each beam continues the cache of the beam it came from
+                c["k"], c["v"] = c["k"][src], c["v"][src]
+            logits = self.enc.step(tok[:, None], caches, len(ids) + t)[:, -1]
+        return seqs[int(scores.argmax())]
+
+
+def pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+         greedy: bool, generator: torch.Generator | None) -> int:
+    """One token from logits ``[V]``: argmax, or a sample from the tempered distribution
+    cut to the ``top_k`` most likely and to the smallest set holding ``top_p`` of the mass."""
+    if greedy or temperature <= 0:
+        return int(logits.argmax())
+    logits = logits.float() / temperature
+    if top_k:
+        kth = logits.topk(min(top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop),
+                                    float("-inf"))
+    return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
 
 
 def _init(m: nn.Module) -> None:
