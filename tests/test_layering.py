@@ -10,7 +10,7 @@ import pytest
 SRC = Path(__file__).parent.parent / "src" / "layerwise"
 # top to bottom; a module may import only from its own stage or stages below it
 ORDER = ["cli", "api", "serving", "monitoring", "compress", "explain", "evaluation",
-         "inference", "artifact", "training", "rl", "models", "data", "tracking", "config",
+         "inference", "rl", "artifact", "training", "models", "data", "tracking", "config",
          "errors"]
 LEAVES = {"errors": set(), "config": {"errors"}}
 

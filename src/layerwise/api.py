@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from layerwise.rl.policy import Policy
 
 __version__ = "0.1.0"
+TRAIN_EVAL_ROWS = 10_000  # rows of the training split scored at the end of a run
 
 
 @dataclass
@@ -155,6 +156,11 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
     predictor_metrics: dict[str, Any] = {}
     for split, data in (("train", ds.train), ("validation", ds.validation), ("test", ds.test)):
         if data is not None and len(data):
+            if split == "train" and len(data) > TRAIN_EVAL_ROWS:
+                # the training split is scored on a seeded sample: enough to see over- or
+                # underfitting, without a pass as long as training itself
+                g = torch.Generator().manual_seed(cfg.seed)
+                data = data.subset(torch.randperm(len(data), generator=g)[:TRAIN_EVAL_ROWS])
             predictor_metrics[split] = evaluate_model(model, ds.schema, data)
     n_params = sum(p.numel() for p in model.parameters())
     metrics = {**predictor_metrics,

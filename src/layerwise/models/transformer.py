@@ -14,6 +14,7 @@ and returns them, one ``[B, heads, T, T]`` tensor per block, for visualisation.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -42,12 +43,19 @@ def rotate(x: torch.Tensor, offset: int = 0) -> torch.Tensor:
     ``position · θ_i``, so that ``q·k`` depends on the relative position only. ``offset``:
     the position of the first step (tokens already in a key-value cache)."""
     t, d = x.shape[-2], x.shape[-1]
-    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d))
-    pos = torch.arange(offset, offset + t, dtype=torch.float32, device=x.device)
-    ang = pos[:, None] * inv  # [T, D/2]
-    cos, sin = ang.cos().repeat(1, 2).to(x.dtype), ang.sin().repeat(1, 2).to(x.dtype)
+    cos, sin = _rotary_table(d, 1 << max(10, (offset + t - 1).bit_length()), x.device)
+    cos, sin = cos[offset: offset + t].to(x.dtype), sin[offset: offset + t].to(x.dtype)
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+@functools.lru_cache(maxsize=16)
+def _rotary_table(d: int, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of ``position · θ_i`` for positions ``0..n-1``: ``[n, d]`` each (cached:
+    generation asks for one position per token)."""
+    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d))
+    ang = torch.arange(n, dtype=torch.float32, device=device)[:, None] * inv  # [n, D/2]
+    return ang.cos().repeat(1, 2), ang.sin().repeat(1, 2)
 
 
 class SelfAttention(nn.Module):
@@ -57,7 +65,7 @@ class SelfAttention(nn.Module):
         self.heads, self.rotary, self.p, self.causal = heads, rotary, dropout, causal
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, weights: bool = False,
                 cache: dict[str, torch.Tensor] | None = None
@@ -65,13 +73,15 @@ class SelfAttention(nn.Module):
         B, T, C = x.shape  # batch, time, channels
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         past = cache["k"].shape[2] if cache else 0            # tokens already cached
-        if self.rotary:
-            q, k = rotate(q, past), rotate(k, past)           # each [B, H, T, D]
+        if self.rotary:  # q and k in one call: [2, B, H, T, D]
+            q, k = rotate(torch.stack([q, k]), past).unbind(0)
         if cache is not None:  # key-value cache: a new token attends to every earlier one
             if past:
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
-        if self.causal:  # query t sees keys ≤ past + t; padding comes last, so never seen
+        if self.causal and T == 1:  # one new token: every cached key is in its past
+            keep = torch.ones(1, 1, dtype=torch.bool, device=x.device)
+        elif self.causal:  # query t sees keys ≤ past + t; padding comes last, never seen
             keep = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
         else:
             keep = mask[:, None, None, :]                     # [B, 1, 1, T]: attend to tokens
@@ -82,7 +92,8 @@ class SelfAttention(nn.Module):
             y = w @ v
         else:
             fast = self.causal and not past  # the fused causal kernel needs no mask tensor
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if fast else keep,
+            no_mask = fast or (self.causal and T == 1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if no_mask else keep,
                                                is_causal=fast,
                                                dropout_p=self.p if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, C)
@@ -99,7 +110,8 @@ class Block(nn.Module):
         self.attn = SelfAttention(d, cfg.heads, cfg.dropout, cfg.positions == "rotary",
                                   cfg.causal)
         self.mlp = nn.Sequential(nn.Linear(d, cfg.mlp_ratio * d), activation(cfg.activation),
-                                 nn.Linear(cfg.mlp_ratio * d, d), nn.Dropout(cfg.dropout))
+                                 nn.Linear(cfg.mlp_ratio * d, d),
+                                 nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity())
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, weights: bool = False,
                 cache: dict[str, torch.Tensor] | None = None
@@ -249,7 +261,7 @@ class Decoder:
         self.enc: TextTransformer = model.encoders[model.text_names[0]]  # type: ignore[assignment]
         self.window = self.enc.n_pos
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(self, ids: list[int], max_tokens: int, *, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
                use_cache: bool = True, seed: int | None = None) -> list[int]:
@@ -278,7 +290,7 @@ class Decoder:
             [{} for _ in self.enc.blocks] if use_cache else None
         return self.enc.step(torch.tensor([ids]), self._caches, 0)[0, -1]  # [V]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def beam(self, ids: list[int], max_tokens: int, beams: int = 4) -> list[int]:
         """Beam search: the continuation with the highest total log-probability found
         keeping ``beams`` candidates (capped at the position window)."""

@@ -1,0 +1,239 @@
+"""Parsing: YAML / dict / object → validated config, with errors that name keys."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from layerwise.config.rl import RLConfig
+from layerwise.config.supervised import Config
+from layerwise.errors import ConfigError
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file into a dict, with errors that name the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level; got "
+                          f"{type(data).__name__}")
+    return data
+
+
+def parse(source: Config | RLConfig | dict[str, Any] | str | Path,
+          overrides: list[str] | None = None) -> Config | RLConfig:
+    """Validate a config given as a :class:`Config`, a dict or a YAML path.
+
+    A config with an ``env`` key is a reinforcement-learning run and becomes an
+    :class:`RLConfig`; any other becomes a :class:`Config`.
+    """
+    if isinstance(source, Config | RLConfig):
+        if not overrides:
+            return source
+        raw: dict[str, Any] = source.model_dump(mode="json", exclude_unset=True)
+    elif isinstance(source, dict):
+        raw = json.loads(json.dumps(source, default=str))  # deep copy, plain types
+    else:
+        raw = load_yaml(source)
+    if overrides:
+        apply_overrides(raw, overrides)
+    root: type[Config] | type[RLConfig] = RLConfig if "env" in raw else Config
+    try:
+        return root.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, raw, root)) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
+    """Apply ``key.path=value`` strings (values parsed as YAML) to a raw config dict."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key.path=value; got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        parts = key.strip().split(".")
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            node = _child(node, part, ".".join(parts[: i + 1]), create=True)
+        last = parts[-1]
+        if isinstance(node, list):
+            idx = _index(node, last, key)
+            node[idx] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} is not a mapping")
+
+
+def _index(node: list[Any], part: str, path: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {path}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def _child(node: Any, part: str, path: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, path)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set: {path} is not a mapping")
+    if part not in node or node[part] is None:
+        node[part] = {}
+    return node[part]
+
+
+def _explain(err: ValidationError, raw: dict[str, Any], root: type[BaseModel] = Config
+             ) -> str:
+    """Turn pydantic's report into messages that name the key and suggest fixes."""
+    lines = []
+    seen = set()
+    for item in err.errors():
+        loc = list(item["loc"])
+        where = _dotted(_display(item["loc"]))
+        if item["type"] == "extra_forbidden":
+            parent = loc[:-1]
+            valid = _valid_keys(parent, raw, root)
+            key = str(loc[-1])
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            msg = f"unknown key {where!r}{hint} (valid keys here: {', '.join(sorted(valid))})"
+        elif item["type"] == "union_tag_invalid":
+            ctx = item.get("ctx", {})
+            msg = (f"{where}.{ctx.get('discriminator', '').strip(chr(39))} must be one of "
+                   f"{ctx.get('expected_tags')}; got {ctx.get('tag')!r}")
+        elif item["type"] == "missing":
+            msg = f"{where} is required"
+        else:
+            text = item["msg"].removeprefix("Value error, ")
+            msg = f"{where or 'config'}: {text}; got {_short(item.get('input'))}"
+        if msg not in seen:
+            seen.add(msg)
+            lines.append(msg)
+    head = "invalid config: " if len(lines) == 1 else "invalid config:\n  "
+    return head + "\n  ".join(lines)
+
+
+_TAGS = {"numeric", "binary", "category", "image", "text", "next_token", "mlp", "cnn", "rnn",
+         "transformer", "dqn", "ppo"}
+
+
+def _display(loc: tuple[Any, ...]) -> list[Any]:
+    """Drop the union tags pydantic inserts into a loc (``inputs.0.numeric.x``)."""
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        prev = loc[i - 1] if i else None
+        if part in _TAGS and (isinstance(prev, int) or prev in ("model", "network", "agent")):
+            continue
+        out.append(part)
+    return out
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for p in loc:
+        out += f".{p}" if out else str(p)
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _valid_keys(parent: list[Any], raw: dict[str, Any], root: type[BaseModel] = Config
+                ) -> list[str]:
+    """The field names allowed at ``parent`` (a pydantic loc without the bad key)."""
+    model: Any = root
+    node: Any = raw
+    i = 0
+    while i < len(parent):
+        part = parent[i]
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        model = _field_model(model, part, node)
+        if model is None:
+            return []
+        # pydantic puts the union tag into loc after list indexes and union fields
+        if i + 1 < len(parent) and isinstance(parent[i + 1], str) and \
+                parent[i + 1] not in getattr(model, "model_fields", {}) and \
+                _resolve_tag(model, parent[i + 1]) is not None:
+            model = _resolve_tag(model, parent[i + 1])
+            i += 1
+        i += 1
+    return list(getattr(model, "model_fields", {}).keys())
+
+
+def _field_model(model: Any, part: Any, node: Any) -> Any:
+    import typing
+
+    if isinstance(part, int):
+        return model  # a list index: the element type was resolved already
+    fields = getattr(model, "model_fields", None)
+    if not fields or part not in fields:
+        return None
+    ann = fields[part].annotation
+    # unwrap Optional / list / Annotated unions down to a model or a union of models
+    for _ in range(5):
+        origin = typing.get_origin(ann)
+        if origin is typing.Annotated:
+            ann = typing.get_args(ann)[0]
+        elif origin in (list, tuple):
+            ann = typing.get_args(ann)[0]
+        elif origin is Union or str(origin) == "<class 'types.UnionType'>":
+            models = [a for a in typing.get_args(ann) if isinstance(a, type)
+                      and issubclass(a, BaseModel)]
+            if len(models) == 1:
+                ann = models[0]
+            else:
+                return _UnionOf(models)
+        else:
+            break
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+class _UnionOf:
+    def __init__(self, models: list[Any]) -> None:
+        self.models = models
+        self.model_fields: dict[str, Any] = {}
+
+
+def _resolve_tag(model: Any, tag: str) -> Any:
+    if not isinstance(model, _UnionOf):
+        return None
+    for m in model.models:
+        for field in ("type", "family", "algo"):
+            f = m.model_fields.get(field)
+            if f is not None and tag in getattr(f.annotation, "__args__", ()):
+                return m
+    return None
+
+
+def json_schema(kind: Literal["supervised", "rl"] = "supervised") -> dict[str, Any]:
+    """The JSON Schema of a config file, for editors: a supervised run or an RL run."""
+    schema = (RLConfig if kind == "rl" else Config).model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "layerwise RL config" if kind == "rl" else "layerwise config"
+    return schema
+
+
+def config_hash(cfg: Config | RLConfig) -> str:
+    """A stable hash of the resolved config (for lineage)."""
+    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

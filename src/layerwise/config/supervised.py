@@ -1,0 +1,352 @@
+"""Config models of a supervised run: data, features, model families, training."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from layerwise.config.base import _Strict
+
+# ---------------------------------------------------------------------------- data
+
+
+class SplitConfig(_Strict):
+    """How rows are divided into train / validation / test."""
+
+    validation: float = Field(0.1, ge=0.0, lt=1.0, description="share held out for validation")
+    test: float = Field(0.2, ge=0.0, lt=1.0, description="share held out for test (ignored "
+                        "when the source has its own test part or test_path is given)")
+    stratify: bool = Field(True, description="keep class shares equal across splits")
+    column: str | None = Field(None, description="a column holding train/validation/test per row")
+    seed: int | None = Field(None, description="split seed; defaults to the run seed")
+
+    @model_validator(mode="after")
+    def _sum_below_one(self) -> SplitConfig:
+        if self.validation + self.test >= 1.0:
+            raise ValueError(f"split.validation + split.test must be below 1; got "
+                             f"{self.validation} + {self.test}")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the rows come from. Give exactly one of ``dataset`` and ``path``."""
+
+    dataset: str | None = Field(None, description="a catalogue name (see `layerwise datasets`)")
+    path: str | None = Field(None, description="a CSV, Parquet, JSON Lines, .npz file or an "
+                             "image folder (one sub-folder per class)")
+    format: Literal["csv", "parquet", "jsonl", "npz", "images"] | None = Field(
+        None, description="file format; inferred from the extension when omitted")
+    validation_path: str | None = None
+    test_path: str | None = None
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    delimiter: str = ","
+    skip_bad_rows: bool = Field(False, description="skip malformed rows (counted) instead of "
+                                "stopping at the first one")
+    max_bad_rows: int = Field(100, ge=0, description="with skip_bad_rows, stop once more than "
+                              "this many rows were skipped")
+    limit: int | None = Field(None, gt=0, description="use only the first N rows of the source")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("data needs exactly one of 'dataset' (a catalogue name) or "
+                             f"'path' (a file); got dataset={self.dataset!r}, path={self.path!r}")
+        return self
+
+
+# ---------------------------------------------------------------------------- features
+
+
+class AugmentConfig(_Strict):
+    """Random image augmentation, applied to training batches only."""
+
+    shift: int = Field(0, ge=0, description="random translation of up to N pixels")
+    flip: bool = Field(False, description="random horizontal flip (not for digits or text)")
+    noise: float = Field(0.0, ge=0.0, description="std of added Gaussian noise (normalised units)")
+
+
+class _Feature(_Strict):
+    name: str = Field(min_length=1, description="column name in the data")
+
+
+class NumericInput(_Feature):
+    type: Literal["numeric"]
+    normalize: Literal["standard", "minmax", "none"] = "standard"
+    missing: Literal["error", "mean", "median", "constant"] = Field(
+        "error", description="what to do with empty cells")
+    fill_value: float = 0.0
+
+
+class BinaryInput(_Feature):
+    type: Literal["binary"]
+    missing: Literal["error", "constant"] = "error"
+    fill_value: bool = False
+
+
+class CategoryInput(_Feature):
+    type: Literal["category"]
+    max_categories: int = Field(1000, gt=0, description="keep the most frequent N values")
+    min_count: int = Field(1, ge=1, description="rarer values map to the unknown index")
+    embedding_dim: int | None = Field(None, gt=0, description="default: min(32, (n+1)//2)")
+    missing: Literal["error", "constant"] = "error"
+    fill_value: str = "<missing>"
+
+
+class ImageInput(_Feature):
+    type: Literal["image"]
+    size: tuple[int, int] | None = Field(None, description="[height, width]; default: as "
+                                         "found in the training data")
+    channels: Literal[1, 3] | None = Field(None, description="1 (grey) or 3 (RGB); default: "
+                                            "as found in the training data")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class TextInput(_Feature):
+    """Free text, tokenized by a tokenizer fitted on the training split (see data/text.py)."""
+
+    type: Literal["text"]
+    tokenizer: Literal["char", "word", "bpe"] = Field(
+        "word", description="char: characters; word: words and punctuation; bpe: byte-level "
+        "byte-pair encoding (Hugging Face tokenizers)")
+    max_length: int = Field(128, gt=0, description="tokens kept per text; longer texts are "
+                            "truncated (the start is kept)")
+    vocab_size: int = Field(20000, ge=4, description="largest vocabulary, <pad> and <unk> "
+                            "included (bpe: the target size)")
+    min_frequency: int = Field(1, ge=1, description="rarer tokens map to <unk>")
+    lowercase: bool = True
+    missing: Literal["error", "constant"] = Field(
+        "error", description="a missing cell (None/NaN); an empty string is an empty text")
+    fill_value: str = ""
+
+
+InputFeature = Annotated[Union[NumericInput, BinaryInput, CategoryInput, ImageInput, TextInput],
+                         Field(discriminator="type")]
+
+
+class CategoryOutput(_Feature):
+    type: Literal["category"]
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    class_weights: Literal["balanced"] | dict[str, float] | None = None
+    loss_weight: float = Field(1.0, gt=0.0)
+
+
+class BinaryOutput(_Feature):
+    type: Literal["binary"]
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    pos_weight: float | None = Field(None, gt=0.0)
+    loss_weight: float = Field(1.0, gt=0.0)
+
+
+class NumericOutput(_Feature):
+    type: Literal["numeric"]
+    loss: Literal["mse", "mae", "huber"] = "mse"
+    normalize: bool = Field(True, description="train on standardised targets")
+    loss_weight: float = Field(1.0, gt=0.0)
+
+
+class NextTokenOutput(_Feature):
+    """Language modelling: predict each next token of a text input (see docs/decisions.md)."""
+
+    type: Literal["next_token"]
+    input: str = Field(min_length=1, description="the text input whose tokens are predicted")
+    loss_weight: float = Field(1.0, gt=0.0)
+
+
+OutputFeature = Annotated[Union[CategoryOutput, BinaryOutput, NumericOutput, NextTokenOutput],
+                          Field(discriminator="type")]
+
+# ---------------------------------------------------------------------------- models
+
+Activation = Literal["relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu"]
+
+
+class MLPConfig(_Strict):
+    """A multi-layer perceptron over all tabular inputs (images are flattened)."""
+
+    family: Literal["mlp"]
+    hidden: list[int] = Field(default_factory=lambda: [128, 64], description="hidden widths")
+    activation: Activation = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm: Literal["none", "batch", "layer"] = "none"
+
+
+class ConvBlock(_Strict):
+    """One stage of a CNN: ``layers`` convolutions, then optional pooling and dropout."""
+
+    filters: int = Field(gt=0)
+    kernel: int = Field(3, gt=0)
+    stride: int = Field(1, gt=0)
+    padding: int | Literal["same"] = "same"
+    layers: int = Field(1, gt=0, description="convolutions in this block")
+    pool: Literal["max", "avg"] | None = None
+    pool_size: int = Field(2, gt=0)
+    pool_before_norm: bool = Field(False, description="pool straight after the last "
+                                   "convolution, before batch norm and activation: the same "
+                                   "model up to ordering (max-pooling commutes with ReLU), "
+                                   "with 4x less normalisation work")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class CNNConfig(_Strict):
+    """A convolutional network over one image input; tabular inputs join the dense head."""
+
+    family: Literal["cnn"]
+    blocks: list[ConvBlock] = Field(default_factory=lambda: [
+        ConvBlock(filters=32, pool="max"), ConvBlock(filters=64, pool="max")])
+    activation: Activation = "relu"
+    batch_norm: bool = True
+    residual: bool = Field(False, description="add a skip connection around each block")
+    global_pool: Literal["avg", "max", "flatten"] = "avg"
+    dense: list[int] = Field(default_factory=lambda: [128])
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout in the dense head")
+
+    @model_validator(mode="after")
+    def _pool_order(self) -> CNNConfig:
+        if self.residual and any(b.pool_before_norm for b in self.blocks):
+            raise ValueError("blocks[].pool_before_norm cannot be combined with residual: true")
+        return self
+
+
+class RNNConfig(_Strict):
+    """Recurrent network over text inputs (see models/rnn.py); tabular inputs join the head."""
+
+    family: Literal["rnn"]
+    cell: Literal["lstm", "gru", "rnn"] = Field("lstm", description="rnn: vanilla tanh RNN")
+    embedding_dim: int = Field(128, gt=0)
+    hidden: int = Field(128, gt=0, description="hidden units per direction")
+    layers: int = Field(1, gt=0, description="stacked recurrent layers")
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on embeddings, between stacked "
+                           "layers and in the dense head")
+    pooling: Literal["last", "mean", "max", "attention"] = Field(
+        "last", description="how the sequence of states becomes one vector")
+    dense: list[int] = Field(default_factory=list, description="dense layers after pooling")
+    activation: Activation = "relu"
+
+
+class TransformerConfig(_Strict):
+    """Transformer encoder over text inputs (see models/transformer.py)."""
+
+    family: Literal["transformer"]
+    d_model: int = Field(128, gt=0, description="width of tokens (a multiple of heads)")
+    heads: int = Field(4, gt=0)
+    layers: int = Field(2, gt=0)
+    mlp_ratio: int = Field(4, gt=0, description="hidden width of each block's MLP / d_model")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    positions: Literal["learned", "sinusoidal", "rotary"] = "learned"
+    causal: bool = Field(False, description="decoder-only: a token sees itself and earlier "
+                         "tokens only (needed by next_token outputs)")
+    pooling: Literal["mean", "max", "cls"] = Field(
+        "mean", description="cls: a learned token prepended to every text")
+    dense: list[int] = Field(default_factory=list, description="dense layers after pooling")
+    activation: Activation = "gelu"
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model must be a multiple of heads; got d_model={self.d_model}"
+                             f", heads={self.heads}")
+        if self.positions == "rotary" and (self.d_model // self.heads) % 2:
+            raise ValueError("rotary positions need an even head width (d_model / heads); got "
+                             f"{self.d_model // self.heads}")
+        return self
+
+
+ModelConfig = Annotated[Union[MLPConfig, CNNConfig, RNNConfig, TransformerConfig],
+                        Field(discriminator="family")]
+
+# ---------------------------------------------------------------------------- training
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
+    nesterov: bool = Field(False, description="SGD only")
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 (all schedules "
+                              "but onecycle, which warms up on its own)")
+    step_size: int = Field(10, gt=0, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="step: decay factor")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine: final learning rate")
+    pct_start: float = Field(0.25, gt=0.0, lt=1.0, description="onecycle: share warming up")
+
+
+class EarlyStoppingConfig(_Strict):
+    monitor: str = Field("val_loss", description="any validation metric, e.g. val_accuracy")
+    mode: Literal["auto", "min", "max"] = "auto"
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0.0)
+    restore_best: bool = True
+
+
+class TrainConfig(_Strict):
+    """How to train: the Trainer's whole configuration."""
+
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(64, gt=0)
+    seed: int = 0
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm")
+    accumulate: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    early_stopping: EarlyStoppingConfig | None = None
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast where the hardware runs it fast (AMX/CUDA)")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    batching: Literal["auto", "memory", "loader"] = Field(
+        "auto", description="memory: index-slices of preloaded tensors; loader: DataLoader")
+    checkpoint_every: int = Field(500, ge=0, description="steps between checkpoints (0: epoch "
+                                  "ends only)")
+    max_nonfinite_steps: int = Field(10, gt=0, description="consecutive skipped steps "
+                                     "before training aborts")
+    telemetry_every: int = Field(25, gt=0, description="steps between per-layer gradient norms")
+    progress: Literal["auto", "bar", "log", "quiet"] = "auto"
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: all cores)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if present")
+
+
+# ---------------------------------------------------------------------------- top level
+
+
+class Config(_Strict):
+    """A whole run: data, features, model and training."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig
+    inputs: list[InputFeature] = Field(min_length=1)
+    outputs: list[OutputFeature] = Field(min_length=1)
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        names = [f.name for f in self.inputs] + [f.name for f in self.outputs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"feature names must be unique across inputs and outputs; "
+                             f"repeated: {dup}")
+        texts = {f.name for f in self.inputs if f.type == "text"}
+        for o in self.outputs:
+            if o.type != "next_token":
+                continue
+            if o.input not in texts:
+                raise ValueError(f"outputs {o.name!r}: input must name a text input "
+                                 f"({sorted(texts)}); got {o.input!r}")
+            if len(self.outputs) > 1 or len(self.inputs) > 1 or \
+                    self.model.family != "transformer" or not self.model.causal:
+                raise ValueError(f"outputs {o.name!r}: a next_token output is a language "
+                                 "model: one text input, this one output, and model.family: "
+                                 "transformer with causal: true")
+        if "seed" not in self.train.model_fields_set:
+            self.train.seed = self.seed
+        return self
+
+
