@@ -5,6 +5,12 @@
       PPO:  policy head     → logits [B, n] | mean [B, d] (+ a learned log std [d])
             value head      → v [B]     (its own body unless ``shared``)
 
+Gaussian actions are clipped to the action bounds when sampled, and a clipped action gets
+the probability of the whole region beyond its bound, log Φ((low - μ)/σ) or
+log Φ((μ - high)/σ) (clipped action policy gradient, Fujita & Maeda 2018). With the plain
+density instead, the samples beyond a bound (all the same action for the environment)
+feed noise into the mean, which then drifts out of the bounds and stays there.
+
 Every network has ``act(obs, deterministic, generator)`` returning actions, so the policy
 artifact treats them alike. Randomness comes only from the ``generator`` passed in.
 """
@@ -14,8 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from torch.special import log_ndtr
 
 from layerwise.config import DQNConfig, PPOConfig, RLConfig
 from layerwise.errors import ConfigError
@@ -92,6 +100,13 @@ class ActorCritic(nn.Module):
         self.v = nn.Linear(f, 1)
         if not self.discrete:
             self.log_std = nn.Parameter(torch.full((out,), float(cfg.log_std_init)))
+            # bounds ("inf" strings in JSON parse as floats); buffers outside the state dict
+            low, high = (torch.as_tensor(np.asarray(action_spec[k], dtype=np.float64),
+                                         dtype=torch.float32).reshape(-1)
+                         for k in ("low", "high"))
+            self.register_buffer("low", low, persistent=False)
+            self.register_buffer("high", high, persistent=False)
+            self.bounded = bool(torch.isfinite(low).all() and torch.isfinite(high).all())
         if cfg.ortho_init:
             for body in (self.actor, self.critic):
                 for m in (body.modules() if body is not None else ()):
@@ -122,16 +137,21 @@ class ActorCritic(nn.Module):
             return chosen, -(logp.exp() * logp).sum(-1)
         std = self.log_std.exp()
         z = (actions - params) / std
-        logp = (-0.5 * z.square() - self.log_std - 0.5 * LOG_2PI).sum(-1)
+        logp = -0.5 * z.square() - self.log_std - 0.5 * LOG_2PI          # [B, d] density
+        if self.bounded:  # a clipped action has the probability of everything beyond the bound
+            low, high = self.low, self.high
+            logp = torch.where(actions <= low, log_ndtr((low - params) / std), logp)
+            logp = torch.where(actions >= high, log_ndtr((params - high) / std), logp)
         entropy = (0.5 + 0.5 * LOG_2PI + self.log_std).sum().expand(params.shape[0])
-        return logp, entropy
+        return logp.sum(-1), entropy
 
     def sample(self, params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if self.discrete:
             probs = torch.softmax(params, dim=-1)
             return torch.multinomial(probs, 1, generator=generator).squeeze(1)
         noise = torch.randn(params.shape, generator=generator)
-        return params + self.log_std.exp() * noise
+        sample = params + self.log_std.exp() * noise
+        return sample.clamp(self.low, self.high) if self.bounded else sample
 
     def act(self, obs: torch.Tensor, deterministic: bool = True,
             generator: torch.Generator | None = None) -> torch.Tensor:
