@@ -21,14 +21,16 @@ import torch
 import yaml
 
 from layerwise import artifact as art
-from layerwise.config import Config, RLConfig, config_hash, parse
+from layerwise.config import GENERATIVE_FAMILIES, Config, RLConfig, config_hash, parse
 from layerwise.data.augment import Augmenter
 from layerwise.data.batching import TensorData
 from layerwise.data.build import Dataset, build, encode_rows
 from layerwise.data.features import CategoryEncoder, NumericEncoder
 from layerwise.errors import CheckpointError, ConfigError
+from layerwise.evaluation import generative as gen_eval
 from layerwise.evaluation.metrics import evaluate_outputs, headline
 from layerwise.evaluation.plots import learning_curves
+from layerwise.inference import seq2seq
 from layerwise.inference.predictor import Predictor
 from layerwise.models import LayerwiseModel, build_model
 from layerwise.tracking.card import model_card
@@ -78,7 +80,8 @@ def _class_weights(cfg: Config, ds: Dataset) -> dict[str, torch.Tensor]:
 def build_for(cfg: Config, ds: Dataset) -> LayerwiseModel:
     """Build the model for a config and its fitted data, seeded for reproducibility."""
     torch.manual_seed(cfg.seed)
-    scales = {e.name: e.scale for e in ds.schema.outputs if isinstance(e, NumericEncoder)}
+    scales = {e.name: e.scale for e in ds.schema.outputs  # type: ignore[attr-defined]
+              if isinstance(e, NumericEncoder) or e.kind == "forecast"}
     return build_model(cfg.model, cfg.outputs, ds.schema.describe(), _class_weights(cfg, ds),
                        scales)
 
@@ -141,6 +144,9 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
 
     t_data = time.perf_counter()
     ds = build(cfg)
+    generative = cfg.model.family in GENERATIVE_FAMILIES
+    if generative:
+        ds = gen_eval.prepare(cfg, ds)
     t_data = time.perf_counter() - t_data
     model = build_for(cfg, ds)
     images = {e.name: e.cfg.augment for e in ds.schema.images}
@@ -161,7 +167,10 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
                 # underfitting, without a pass as long as training itself
                 g = torch.Generator().manual_seed(cfg.seed)
                 data = data.subset(torch.randperm(len(data), generator=g)[:TRAIN_EVAL_ROWS])
-            predictor_metrics[split] = evaluate_model(model, ds.schema, data)
+            predictor_metrics[split] = gen_eval.split_metrics(model, data, cfg.seed) \
+                if generative else evaluate_model(model, ds.schema, data)
+    if generative:
+        predictor_metrics.update(gen_eval.report(model, cfg, ds, out))
     n_params = sum(p.numel() for p in model.parameters())
     metrics = {**predictor_metrics,
                "training": {"seconds": round(fit.state.train_time, 3),
@@ -182,7 +191,8 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
             "parameters": n_params}
     card = model_card(meta, predictor_metrics, ds.info)
     art.save(out / "model", config=cfg, schema=ds.schema, model=model,
-             metrics={k: headline(v) for k, v in predictor_metrics.items()}, lineage=lineage,
+             metrics={k: headline(v) for k, v in predictor_metrics.items()
+                      if isinstance(v, dict)}, lineage=lineage,
              reference=ds.reference, card=card, extra={"parameters": n_params,
                                                        "choices": meta["choices"]})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -206,6 +216,9 @@ def evaluate_model(model: torch.nn.Module, schema: Any, data: TensorData,
         for name, head in heads.items():  # a language model's logits [B, T, V] are too big
             if hasattr(head, "row_stats"):  # to keep: keep per-row sums instead
                 out[name] = head.row_stats(out[name], take(data.targets[name], idx))
+            if getattr(head, "kind", "") == "sequence":  # exact match by decoding for real
+                out[name][:, 3] = seq2seq.exact_rows(model, schema, take(data.inputs, idx),
+                                                     take(data.targets[name], idx))
         outs.append(out)
     cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     return evaluate_outputs(schema, cat, data.targets)
@@ -267,8 +280,7 @@ def evaluate(model_dir: str | Path, data: str | Path | None = None, *,
                               f"{ds.data_hash} vs {recorded}); pass a data file to evaluate")
         if ds.raw_test is None or ds.test is None:
             raise ConfigError(f"{model_dir}: the run has no test split; pass a data file")
-        tensors, _ = TensorData(pred.schema.encode_inputs(ds.raw_test),
-                                pred.schema.encode_targets(ds.raw_test)), None
+        tensors, _ = pred.schema.encode(ds.raw_test), None
     else:
         tensors, _ = encode_rows(pred.schema, pred.to_table(data), targets=True)
     return evaluate_model(pred.model, pred.schema, tensors)

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from layerwise.cli import evaluate, generate, info, predict, rollout, train
+from layerwise.cli import evaluate, generate, info, predict, rollout, sample, train
 
 app = typer.Typer(name="layerwise", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
@@ -21,6 +21,8 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("predict")(predict.predict)
 app.command("generate")(generate.generate)
 app.command("rollout")(rollout.rollout)
+app.command("sample")(sample.sample)
+app.command("embed")(sample.embed)
 app.command("datasets")(info.datasets)
 app.command("schema")(info.schema)
 

@@ -10,10 +10,19 @@ A config is YAML, a dict, or a :class:`Config` object; all three go through :fun
     'adamw'
 
 The package is a leaf: it imports nothing else of layerwise but ``errors``. Its modules:
-``supervised`` (data, features, models, training), ``rl`` (environments and agents),
+``supervised`` (data, features, models, training), ``generative`` (autoencoder, VAE,
+GAN, diffusion), ``rl`` (environments and agents),
 ``parsing`` (parse, overrides, error messages, JSON Schema).
 """
 
+from layerwise.config.generative import (
+    GENERATIVE_FAMILIES,
+    AnomalyConfig,
+    AutoencoderConfig,
+    DiffusionConfig,
+    GANConfig,
+    VAEConfig,
+)
 from layerwise.config.parsing import apply_overrides, config_hash, json_schema, load_yaml, parse
 from layerwise.config.rl import (
     AgentConfig,
@@ -24,6 +33,8 @@ from layerwise.config.rl import (
     RLConfig,
     RLTrainConfig,
 )
+from layerwise.config.seq2seq import Seq2SeqConfig, SequenceOutput
+from layerwise.config.sequences import ForecastOutput, TagsOutput, TimeseriesInput
 from layerwise.config.supervised import (
     Activation,
     AugmentConfig,
@@ -54,8 +65,11 @@ from layerwise.config.supervised import (
 )
 
 __all__ = [
+    "GENERATIVE_FAMILIES",
     "Activation",
     "AgentConfig",
+    "AnomalyConfig",
+    "AutoencoderConfig",
     "AugmentConfig",
     "BinaryInput",
     "BinaryOutput",
@@ -66,8 +80,11 @@ __all__ = [
     "ConvBlock",
     "DQNConfig",
     "DataConfig",
+    "DiffusionConfig",
     "EarlyStoppingConfig",
     "EnvConfig",
+    "ForecastOutput",
+    "GANConfig",
     "ImageInput",
     "InputFeature",
     "MLPConfig",
@@ -83,10 +100,15 @@ __all__ = [
     "RLTrainConfig",
     "RNNConfig",
     "ScheduleConfig",
+    "Seq2SeqConfig",
+    "SequenceOutput",
     "SplitConfig",
+    "TagsOutput",
     "TextInput",
+    "TimeseriesInput",
     "TrainConfig",
     "TransformerConfig",
+    "VAEConfig",
     "apply_overrides",
     "config_hash",
     "json_schema",

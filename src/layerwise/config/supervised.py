@@ -7,6 +7,20 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from layerwise.config.base import _Strict
+from layerwise.config.generative import (
+    GENERATIVE_FAMILIES,
+    AutoencoderConfig,
+    DiffusionConfig,
+    GANConfig,
+    VAEConfig,
+)
+from layerwise.config.seq2seq import Seq2SeqConfig, SequenceOutput, check_seq2seq
+from layerwise.config.sequences import (
+    ForecastOutput,
+    TagsOutput,
+    TimeseriesInput,
+    check_sequence_features,
+)
 
 # ---------------------------------------------------------------------------- data
 
@@ -120,7 +134,8 @@ class TextInput(_Feature):
     fill_value: str = ""
 
 
-InputFeature = Annotated[Union[NumericInput, BinaryInput, CategoryInput, ImageInput, TextInput],
+InputFeature = Annotated[Union[NumericInput, BinaryInput, CategoryInput, ImageInput, TextInput,
+                               TimeseriesInput],
                          Field(discriminator="type")]
 
 
@@ -153,7 +168,8 @@ class NextTokenOutput(_Feature):
     loss_weight: float = Field(1.0, gt=0.0)
 
 
-OutputFeature = Annotated[Union[CategoryOutput, BinaryOutput, NumericOutput, NextTokenOutput],
+OutputFeature = Annotated[Union[CategoryOutput, BinaryOutput, NumericOutput, NextTokenOutput,
+                                ForecastOutput, TagsOutput, SequenceOutput],
                           Field(discriminator="type")]
 
 # ---------------------------------------------------------------------------- models
@@ -253,7 +269,9 @@ class TransformerConfig(_Strict):
         return self
 
 
-ModelConfig = Annotated[Union[MLPConfig, CNNConfig, RNNConfig, TransformerConfig],
+ModelConfig = Annotated[Union[MLPConfig, CNNConfig, RNNConfig, TransformerConfig,
+                              AutoencoderConfig, VAEConfig, GANConfig, DiffusionConfig,
+                              Seq2SeqConfig],
                         Field(discriminator="family")]
 
 # ---------------------------------------------------------------------------- training
@@ -293,6 +311,9 @@ class TrainConfig(_Strict):
     batch_size: int = Field(64, gt=0)
     seed: int = 0
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    optimizers: dict[str, OptimizerConfig] = Field(
+        default_factory=dict, description="per-phase optimizers of a model trained in phases "
+        "(gan: generator, discriminator); a phase not named here uses `optimizer`")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm")
     accumulate: int = Field(1, gt=0, description="micro-batches per optimizer step")
@@ -322,7 +343,8 @@ class Config(_Strict):
     seed: int = 0
     data: DataConfig
     inputs: list[InputFeature] = Field(min_length=1)
-    outputs: list[OutputFeature] = Field(min_length=1)
+    outputs: list[OutputFeature] = Field(default_factory=list, description="what the model "
+                                         "predicts; none for generative families")
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
 
@@ -333,6 +355,9 @@ class Config(_Strict):
         if dup:
             raise ValueError(f"feature names must be unique across inputs and outputs; "
                              f"repeated: {dup}")
+        self._check_roles()
+        check_sequence_features(self)
+        check_seq2seq(self)
         texts = {f.name for f in self.inputs if f.type == "text"}
         for o in self.outputs:
             if o.type != "next_token":
@@ -348,5 +373,30 @@ class Config(_Strict):
         if "seed" not in self.train.model_fields_set:
             self.train.seed = self.seed
         return self
+
+    def _check_roles(self) -> None:
+        family = self.model.family
+        if family not in GENERATIVE_FAMILIES:
+            if not self.outputs:
+                raise ValueError(f"outputs: model family {family} needs at least one output")
+            return
+        if self.outputs:
+            raise ValueError(f"outputs: model family {family} learns from its inputs alone; "
+                             f"remove outputs ({', '.join(o.name for o in self.outputs)}) or "
+                             "give the column a role (model.condition, model.anomaly.label)")
+        kinds = {f.name: f.type for f in self.inputs}
+        roles = {"model.condition": self.model.condition,
+                 "model.quality_label": self.model.quality_label,
+                 "model.anomaly.label": getattr(getattr(self.model, "anomaly", None), "label",
+                                                None)}
+        categories = sorted(k for k, t in kinds.items() if t == "category")
+        for key, name in roles.items():
+            if name is not None and kinds.get(name) != "category":
+                raise ValueError(f"{key} {name!r} must name a category input; category "
+                                 f"inputs: {categories}")
+        if not any(f.type in ("image", "numeric", "binary", "category") and
+                   f.name not in roles.values() for f in self.inputs):
+            raise ValueError(f"inputs: model family {family} needs an image or tabular input "
+                             "besides the ones with roles")
 
 

@@ -18,8 +18,11 @@ from layerwise.config import Config, DataConfig
 from layerwise.data import catalogue, sources
 from layerwise.data.batching import TensorData
 from layerwise.data.features import CategoryEncoder, Encoder, ImageEncoder, make_encoder
+from layerwise.data.seq2seq import SequenceEncoder
+from layerwise.data.series import build_series, encode_table
 from layerwise.data.sources import BadRows
 from layerwise.data.table import Table
+from layerwise.data.tags import TagsEncoder  # noqa: F401  (registers type: tags)
 from layerwise.data.text import NextTokenEncoder, TextEncoder
 from layerwise.errors import DataError
 
@@ -37,6 +40,8 @@ class Schema:
         self.images = [e for e in inputs if e.kind == "image"]
         # each text input: {"ids": long [N, T], "lengths": long [N]} under its own name
         self.texts = [e for e in inputs if isinstance(e, TextEncoder)]
+        # a timeseries input: float windows [N, lookback, channels] (see data/series.py)
+        self.series = [e for e in inputs if e.kind == "timeseries"]
 
     @classmethod
     def from_config(cls, cfg: Config) -> Schema:
@@ -46,6 +51,10 @@ class Schema:
         for e in schema.outputs:  # a language model's targets come from its text input
             if isinstance(e, NextTokenEncoder):
                 e.source = texts[e.column]
+        by_name = {e.name: e for e in schema.inputs}
+        for e in schema.outputs:  # forecast and tags outputs read an input's encoder
+            if hasattr(e, "link"):
+                e.link(by_name)
         return schema
 
     # -- parsing and encoding -----------------------------------------------------------
@@ -92,13 +101,19 @@ class Schema:
             out[e.name] = e.transform(values[e.name])
         for t in self.texts:
             out[t.name] = t.transform(values[t.name])
+        for e in self.series:
+            out[e.name] = e.transform(values[e.name])
         return out
 
     def encode_targets(self, values: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {e.name: e.transform(values[e.name]) for e in self.outputs}
 
     def encode(self, values: dict[str, np.ndarray]) -> TensorData:
-        return TensorData(self.encode_inputs(values), self.encode_targets(values))
+        inputs, targets = self.encode_inputs(values), self.encode_targets(values)
+        for e in self.outputs:  # teacher forcing: a decoder reads the targets it predicts
+            if isinstance(e, SequenceEncoder):
+                inputs[e.name] = targets[e.name]
+        return TensorData(inputs, targets)
 
     # -- description and persistence ----------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -108,9 +123,15 @@ class Schema:
             "category_sizes": [e.size for e in self.category],  # type: ignore[attr-defined]
             "category_dims": [e.cfg.embedding_dim for e in self.category],
             "images": {e.name: (e.channels, *e.size) for e in self.images},  # type: ignore
+            "category_names": [e.name for e in self.category],
+            "image_stats": {e.name: {"mean": e.mean, "std": e.std}  # type: ignore[attr-defined]
+                            for e in self.images},
             "texts": {t.name: t.describe() for t in self.texts},  # vocab_size, max_length
+            "series": {e.name: e.describe() for e in self.series},  # channels, lookback
+            "sequences": {e.name: e.describe() for e in self.outputs  # + bos_id, eos_id
+                          if isinstance(e, SequenceEncoder)},
             "outputs": {e.name: (e.kind, e.size if isinstance(e, CategoryEncoder | NextTokenEncoder)
-                                 else 1)
+                                 or e.kind in ("forecast", "tags") else 1)
                         for e in self.outputs},
         }
 
@@ -217,6 +238,8 @@ def build(cfg: Config) -> Dataset:
     schema = Schema.from_config(cfg)
     bad = BadRows(data.skip_bad_rows, data.max_bad_rows)
     parts = load_parts(data, bad)
+    if schema.series:  # windows of one time-indexed table, split chronologically
+        return build_series(cfg, schema, parts)
     parsed: dict[str, dict[str, np.ndarray]] = {}
     tables: dict[str, Table] = {}
     for key, table in parts.items():
@@ -275,10 +298,12 @@ def build(cfg: Config) -> Dataset:
 
 def encode_rows(schema: Schema, table: Table, *, targets: bool) -> tuple[TensorData, Table]:
     """Check and encode new rows with an already fitted schema (no fitting)."""
+    if schema.series:  # every window of the table whose horizon it holds
+        return encode_table(schema, table, targets=targets)[0], table
     values, table = schema.parse(table, targets=targets, bad=BadRows())
-    inputs = schema.encode_inputs(values)
-    tg = schema.encode_targets(values) if targets else {}
-    return TensorData(inputs, tg), table
+    if targets:
+        return schema.encode(values), table
+    return TensorData(schema.encode_inputs(values), {}), table
 
 
 def images_shape(schema: Schema) -> dict[str, tuple[int, ...]]:

@@ -14,6 +14,7 @@ import torch
 from layerwise.data.build import Schema
 from layerwise.data.features import BinaryEncoder, CategoryEncoder, NumericEncoder
 from layerwise.data.text import NextTokenEncoder
+from layerwise.evaluation import sequences
 
 
 def classification(y_true: np.ndarray, y_pred: np.ndarray, labels: list[Any],
@@ -56,7 +57,7 @@ def evaluate_outputs(schema: Schema, outputs: dict[str, torch.Tensor],
     """Metrics per output; a single-output model gets its metrics at the top level."""
     per: dict[str, Any] = {}
     for enc in schema.outputs:
-        out, y = outputs[enc.name].float(), targets[enc.name]
+        out, y = outputs[enc.name].float(), targets[enc.name]  # y: a dict for forecasts
         if isinstance(enc, CategoryEncoder):
             per[enc.name] = classification(y.numpy(), out.argmax(1).numpy(), enc.vocab)
         elif isinstance(enc, BinaryEncoder):
@@ -70,7 +71,17 @@ def evaluate_outputs(schema: Schema, outputs: dict[str, torch.Tensor],
             per[enc.name] = {"nats_per_token": nll / max(n, 1.0),
                              "perplexity": float(np.exp(nll / max(n, 1.0))),
                              "accuracy": hit / max(n, 1.0), "tokens": int(n)}
-        per[enc.name]["count"] = int(len(y))
+        elif enc.kind == "forecast":  # y: {"values", "naive"} (see data/series.py)
+            per[enc.name] = sequences.forecast(out, y, enc)
+        elif enc.kind == "sequence":  # out: per row (nll sum, correct, tokens, exact match)
+            nll, hit, n, exact = out.sum(0).tolist()
+            per[enc.name] = {"exact_match": exact / max(len(out), 1),
+                             "token_accuracy": hit / max(n, 1.0),
+                             "nats_per_token": nll / max(n, 1.0), "tokens": int(n),
+                             "beams": enc.cfg.beams}
+        elif enc.kind == "tags":
+            per[enc.name] = sequences.tagging(out, y, enc)
+        per[enc.name].setdefault("count", int(len(y)))
     return per[schema.outputs[0].name] if len(per) == 1 else per
 
 

@@ -22,6 +22,7 @@ from layerwise.data.features import BinaryEncoder, CategoryEncoder, NumericEncod
 from layerwise.data.table import Table
 from layerwise.data.text import UNK_ID, NextTokenEncoder
 from layerwise.errors import ConfigError, DataError
+from layerwise.inference import generative, seq2seq, sequences
 
 
 class Predictor:
@@ -91,24 +92,45 @@ class Predictor:
 
     def predict(self, rows: Any, batch_size: int = 1024) -> list[dict[str, Any]]:
         """Decoded predictions, one dict per row."""
-        data, _ = encode_rows(self.schema, self.to_table(rows), targets=False)
+        if generative.is_generative(self):  # anomaly scores (inference/generative.py)
+            return generative.predict(self, rows, batch_size)
+        table = self.to_table(rows)
+        if self.schema.series:  # what follows the table's history (inference/sequences.py)
+            return sequences.forecast(self, table)
+        data, table = encode_rows(self.schema, table, targets=False)
+        if sequences.tags_output(self.schema) is not None:  # a tag per token of each text
+            return sequences.tag(self, data, table, batch_size)
+        if seq2seq.sequence_output(self.schema) is not None:  # generated text per row
+            return seq2seq.predict(self, data, batch_size=min(batch_size, 256))
         if self.schema.texts:
             self._lengths = data.inputs[self.schema.texts[0].name]["lengths"]
         if any(isinstance(e, NextTokenEncoder) for e in self.schema.outputs):
             batch_size = min(batch_size, 64)  # logits [B, T, V] per batch
         return self.decode(self.forward(data, batch_size))
 
-    def generate(self, prompt: str = "", max_tokens: int = 200, *, temperature: float = 1.0,
+    def generate(self, prompt: str = "", max_tokens: int = 200, *,
+                 temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
                  beams: int = 1, seed: int | None = None, use_cache: bool = True) -> str:
         """Continue ``prompt`` with a language model (a ``next_token`` output).
 
-        Sampling by default (``temperature``, ``top_k``, ``top_p``); ``greedy=True`` takes
+        Sampling by default (``temperature`` 1, ``top_k``, ``top_p``); ``greedy=True`` takes
         the most likely token; ``beams > 1`` runs beam search. An empty prompt starts at a
         newline (a fresh line of text). Returns the prompt and its continuation.
+
+        A sequence-to-sequence model (a ``sequence`` output) reads ``prompt`` as its source
+        text and returns the output alone (at most ``max_tokens`` tokens): greedy unless
+        ``temperature`` > 0 samples or ``beams > 1`` runs beam search.
         """
         from layerwise.models.transformer import Decoder
 
+        if seq2seq.sequence_output(self.schema) is not None:  # the prompt is the source text
+            if beams < 1:
+                raise ConfigError(f"generate expects beams >= 1; got {beams}")
+            return seq2seq.generate(self, prompt, max_tokens,
+                                    temperature=None if greedy else temperature, top_k=top_k,
+                                    top_p=top_p, beams=beams, seed=seed, use_cache=use_cache)
+        temperature = 1.0 if temperature is None else temperature
         if not any(isinstance(e, NextTokenEncoder) for e in self.schema.outputs):
             raise ConfigError("generate needs a language model (an output of type "
                               "next_token); this model predicts "
@@ -126,6 +148,20 @@ class Predictor:
                                  top_p=top_p, greedy=greedy, use_cache=use_cache, seed=seed)
         sep = "" if text.cfg.tokenizer != "word" else " "
         return prompt + (sep if prompt and new else "") + text.decode(new)
+
+    def embed(self, rows: Any, batch_size: int = 1024) -> np.ndarray:
+        """Latent vectors ``[N, d]`` of rows (autoencoder code, VAE posterior mean)."""
+        return generative.embed(self, rows, batch_size)
+
+    def sample(self, n: int, *, label: Any = None, steps: int | None = None,
+               seed: int | None = None) -> np.ndarray:
+        """``n`` new samples of a vae, gan or diffusion model (images ``[n, C, H, W]`` in
+        [0, 1]); ``label``: a class value of a class-conditional model, as in the data."""
+        return generative.sample(self, n, label=label, steps=steps, seed=seed)
+
+    def classes(self) -> list[str]:
+        """The classes a class-conditional model can be asked for."""
+        return generative.classes(self)
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         cols: dict[str, list[Any]] = {}

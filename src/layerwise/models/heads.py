@@ -7,6 +7,7 @@ category    logits [B, n]    cross-entropy (smoothing, weights)   softmax probab
 binary      logit [B]        BCE with logits (pos_weight)         sigmoid probability
 numeric     value [B]        MSE / MAE / Huber (scaled targets)   value (unscaled later)
 next_token  logits [B,T,V]   cross-entropy per real token         next-token distribution
+sequence    logits [B,L,V]   cross-entropy per target token       decoded by seq2seq
 ==========  ===============  ===================================  =====================
 """
 
@@ -127,6 +128,47 @@ class NextTokenHead(nn.Module):
     def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         nll, hit, n = self.row_stats(out, y).sum(0).tolist()
         return {"accuracy": hit / max(n, 1.0), "nats_per_token": nll / max(n, 1.0)}
+
+
+class SequenceHead(nn.Module):
+    """A sequence-to-sequence output: ``project`` (the decoder's tied embedding) maps
+    decoder states ``[B, L+1, C]`` to logits ``[B, L+1, V]``. Targets ``[B, L+2]`` are
+    ``<bos> t1 .. tn <eos> <pad> ..``: position ``t`` predicts ``targets[:, t + 1]``, and
+    padding (id 0) is ignored. Owns no weights."""
+
+    kind = "sequence"
+    PAD = 0
+
+    def __init__(self, name: str, project: Any, loss_weight: float = 1.0,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.name, self.loss_weight, self.label_smoothing = name, loss_weight, label_smoothing
+        self.project = project  # a bound method, not a module: nothing is registered twice
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.project(h)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out.flatten(0, 1).float(), y[:, 1:].flatten(),
+                               ignore_index=self.PAD, label_smoothing=self.label_smoothing)
+
+    def row_stats(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per row: summed negative log-likelihood, correct tokens, tokens, and whether
+        every token is right ``[B, 4]`` (teacher forced: exactly when greedy decoding
+        reproduces the target)."""
+        y = y[:, 1:]
+        valid = y != self.PAD
+        nll = F.cross_entropy(out.float().transpose(1, 2), y, reduction="none")
+        hit = (out.argmax(-1) == y) & valid
+        n = valid.sum(1)
+        return torch.stack([(nll * valid).sum(1), hit.sum(1).float(), n.float(),
+                            (hit.sum(1) == n).float()], 1)
+
+    def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        stats = self.row_stats(out, y)
+        nll, hit, n, exact = stats.sum(0).tolist()
+        return {"accuracy": hit / max(n, 1.0), "exact_match": exact / max(len(stats), 1),
+                "nats_per_token": nll / max(n, 1.0)}
 
 
 def build_head(cfg: Any, in_features: int, desc_out: tuple[str, int],

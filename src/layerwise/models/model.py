@@ -11,14 +11,16 @@ import torch
 from torch import nn
 
 from layerwise.errors import ConfigError
-from layerwise.models.heads import Head, NextTokenHead, build_head
+from layerwise.models.heads import Head, NextTokenHead, SequenceHead, build_head
 from layerwise.models.registry import get_model
+from layerwise.models.sequence_heads import sequence_head
 
 
 class LayerwiseModel(nn.Module):
     """What ``layerwise train`` builds from a config; any ``nn.Module`` also trains."""
 
-    def __init__(self, backbone: nn.Module, heads: list[Head | NextTokenHead]) -> None:
+    def __init__(self, backbone: nn.Module,
+                 heads: list[Head | NextTokenHead | SequenceHead]) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict({h.name: h for h in heads})
@@ -51,15 +53,29 @@ def build_model(model_cfg: Any, output_cfgs: list[Any], desc: dict[str, Any],
                 scales: dict[str, float] | None = None) -> LayerwiseModel:
     """Build backbone (from the registry) and heads for a described schema."""
     family = get_model(model_cfg.family)
+    if getattr(family, "generative", False):  # a whole model: it learns from its inputs
+        return family.from_config(model_cfg, desc)  # type: ignore[attr-defined, no-any-return]
     texts = sorted(desc.get("texts", {}))
     if texts and not getattr(family, "reads_text", False):
         raise ConfigError(f"model {model_cfg.family} cannot read text inputs ({', '.join(texts)})"
                           "; use family rnn or transformer")
+    series = sorted(desc.get("series", {}))
+    if series and not getattr(family, "reads_series", False):
+        raise ConfigError(f"model {model_cfg.family} cannot read timeseries inputs "
+                          f"({', '.join(series)}); use family rnn or transformer")
     backbone = family.from_config(model_cfg, desc)  # type: ignore[attr-defined]
-    heads: list[Head | NextTokenHead] = []
+    heads: list[Head | NextTokenHead | SequenceHead] = []
     for o in output_cfgs:
         if o.type == "next_token":  # a language model: the backbone's embedding is the head
             heads.append(NextTokenHead(o.name, backbone.lm_logits, o.loss_weight))
+            continue
+        if o.type in ("forecast", "tags"):  # see models/sequence_heads.py
+            heads.append(sequence_head(o, backbone.out_features, desc,
+                                       (scales or {}).get(o.name, 1.0)))
+            continue
+        if o.type == "sequence":  # seq2seq: the decoder's embedding is the head
+            heads.append(SequenceHead(o.name, backbone.lm_logits, o.loss_weight,
+                                      o.label_smoothing))
             continue
         heads.append(build_head(o, backbone.out_features, desc["outputs"][o.name],
                                 (class_weights or {}).get(o.name),

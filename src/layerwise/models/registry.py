@@ -50,4 +50,11 @@ def model_names() -> list[str]:
 
 def _load_builtins() -> None:
     # importing the family modules registers them
-    from layerwise.models import cnn, mlp, rnn, transformer  # noqa: F401
+    from layerwise.models import (  # noqa: F401
+        cnn,
+        generative_families,  # noqa: F401
+        mlp,
+        rnn,
+        seq2seq,
+        transformer,
+    )

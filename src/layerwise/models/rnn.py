@@ -1,4 +1,4 @@
-"""Recurrent networks (vanilla RNN, LSTM, GRU) over text inputs.
+"""Recurrent networks (vanilla RNN, LSTM, GRU) over text and timeseries inputs.
 
     ids [B, T] ──embedding──▶ [B, T, E] ──dropout──▶ packed sequence (real lengths only)
       ──▶ stacked (bi)directional cells, dropout between layers ──▶ states [B, T, H·dirs]
@@ -10,6 +10,10 @@ real token, and the backward direction starts at that token too. LSTM forget-gat
 start at 1 (Jozefowicz et al., 2015) so that early in training the cell remembers by
 default. Training clips the gradient norm at 1.0 unless ``train.grad_clip`` says otherwise
 (set in ``layerwise.api``; recorded in ``metrics.json → defaults``).
+
+A timeseries input (windows ``[B, L, k]``, all of one length: no packing) runs through the
+same recurrent stack with the ``k`` channels as its inputs (no embedding). With a ``tags``
+output the backbone returns per-token states ``[B, T, H·dirs]`` instead of a pooled vector.
 """
 
 from __future__ import annotations
@@ -45,17 +49,7 @@ class SequenceEncoder(nn.Module):
         self.attention = AttentionPool(self.out_features) if cfg.pooling == "attention" \
             else None
         if cfg.cell == "lstm":
-            self._forget_bias_one(cfg.hidden)
-
-    def _forget_bias_one(self, hidden: int) -> None:
-        # PyTorch orders LSTM gates (input, forget, cell, output); the two bias vectors add
-        # up, so the forget slice is 1 in bias_ih and 0 in bias_hh
-        with torch.no_grad():
-            for name, p in self.rnn.named_parameters():
-                if name.startswith("bias_"):
-                    p.zero_()
-                    if name.startswith("bias_ih"):
-                        p[hidden: 2 * hidden] = 1.0
+            _forget_bias_one(self.rnn, cfg.hidden)
 
     def forward(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
         ids, lengths, mask = trim(text)                       # [B, T], [B], [B, T]
@@ -71,18 +65,66 @@ class SequenceEncoder(nn.Module):
             return self.attention(states, mask)
         return masked_pool(states, mask, self.pooling)         # [B, H·dirs]
 
+    def states(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-token states ``[B, T, H·dirs]`` (T: the batch's longest text; 0 on padding)."""
+        ids, lengths, _ = trim(text)
+        x = self.drop(self.embedding(ids))
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        states, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+        return self.drop(states)
+
+
+def _forget_bias_one(rnn: nn.RNNBase, hidden: int) -> None:
+    # PyTorch orders LSTM gates (input, forget, cell, output); the two bias vectors add
+    # up, so the forget slice is 1 in bias_ih and 0 in bias_hh
+    with torch.no_grad():
+        for name, p in rnn.named_parameters():
+            if name.startswith("bias_"):
+                p.zero_()
+                if name.startswith("bias_ih"):
+                    p[hidden: 2 * hidden] = 1.0
+
+
+class WindowEncoder(nn.Module):
+    """One timeseries input: windows ``[B, L, k]`` → recurrent stack → ``[B, H·dirs]``."""
+
+    def __init__(self, cfg: RNNConfig, channels: int) -> None:
+        super().__init__()
+        self.rnn = _CELLS[cfg.cell](channels, cfg.hidden, num_layers=cfg.layers,
+                                    batch_first=True, bidirectional=cfg.bidirectional,
+                                    dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.dirs = 2 if cfg.bidirectional else 1
+        self.out_features = cfg.hidden * self.dirs
+        self.pooling = cfg.pooling
+        self.attention = AttentionPool(self.out_features) if cfg.pooling == "attention" \
+            else None
+        if cfg.cell == "lstm":
+            _forget_bias_one(self.rnn, cfg.hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states, h_n = self.rnn(x)                              # [B, L, H·dirs]
+        if self.pooling == "last":
+            h_n = h_n[0] if isinstance(h_n, tuple) else h_n
+            return torch.cat(list(h_n[-self.dirs:]), dim=1)    # [B, H·dirs]
+        mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
+        if self.attention is not None:
+            return self.attention(states, mask)
+        return masked_pool(states, mask, self.pooling)
+
 
 @register_model("rnn")
 class RNN(nn.Module):
     """A recurrent encoder per text input; tabular inputs join the dense head."""
 
     reads_text = True
+    reads_series = True
 
     def __init__(self, cfg: RNNConfig, desc: dict[str, Any]) -> None:
         super().__init__()
-        texts = desc.get("texts", {})
-        if not texts:
-            raise ConfigError("model rnn needs at least one text input (type: text)")
+        texts, series = desc.get("texts", {}), desc.get("series", {})
+        if not texts and not series:
+            raise ConfigError("model rnn needs at least one text or timeseries input")
         if desc.get("images"):
             raise ConfigError(f"model rnn cannot read image inputs "
                               f"({', '.join(desc['images'])}); use family cnn or mlp")
@@ -90,8 +132,17 @@ class RNN(nn.Module):
         self.encoders = nn.ModuleDict({
             n: SequenceEncoder(cfg, texts[n]["vocab_size"], texts[n]["pad_id"])
             for n in self.text_names})
+        self.series_names = sorted(series)
+        self.windows = nn.ModuleDict({n: WindowEncoder(cfg, series[n]["channels"])
+                                      for n in self.series_names})
+        # a tags output tags every token of its (only) text input: no pooling
+        self.per_token = any(k == "tags" for k, _ in desc.get("outputs", {}).values())
         self.tabular = TabularEncoder.from_schema(desc)
         width = sum(e.out_features for e in self.encoders.values()) + self.tabular.out_features
+        width += sum(e.out_features for e in self.windows.values())
+        if self.per_token:
+            self.dense, self.out_features = nn.Identity(), width
+            return
         self.drop = nn.Dropout(cfg.dropout)
         self.dense, self.out_features = dense_stack(width, cfg.dense, cfg.activation,
                                                     cfg.dropout)
@@ -101,7 +152,10 @@ class RNN(nn.Module):
         return cls(cfg, desc)
 
     def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+        if self.per_token:  # [B, T, H·dirs] for a tags head
+            return self.encoders[self.text_names[0]].states(inputs[self.text_names[0]])
         parts = [self.encoders[n](inputs[n]) for n in self.text_names]
+        parts += [self.windows[n](inputs[n]) for n in self.series_names]
         tab = self.tabular(inputs)
         if tab is not None:
             parts.append(tab)

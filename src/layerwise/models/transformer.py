@@ -10,6 +10,10 @@
 Attention runs through ``F.scaled_dot_product_attention`` (fused kernels, padding masked
 out). ``attention_maps(inputs)`` runs the same blocks with the weights computed explicitly
 and returns them, one ``[B, heads, T, T]`` tensor per block, for visualisation.
+
+A timeseries input (windows ``[B, L, k]``) enters through a linear projection of each
+step's ``k`` channels to ``d_model`` instead of a token embedding; the rest is the same.
+With a ``tags`` output the backbone returns per-token states ``[B, T, C]`` (no pooling).
 """
 
 from __future__ import annotations
@@ -52,10 +56,12 @@ def rotate(x: torch.Tensor, offset: int = 0) -> torch.Tensor:
 @functools.lru_cache(maxsize=16)
 def _rotary_table(d: int, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of ``position · θ_i`` for positions ``0..n-1``: ``[n, d]`` each (cached:
-    generation asks for one position per token)."""
-    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d))
-    ang = torch.arange(n, dtype=torch.float32, device=device)[:, None] * inv  # [n, D/2]
-    return ang.cos().repeat(1, 2), ang.sin().repeat(1, 2)
+    generation asks for one position per token). Built outside inference mode even when
+    first asked for under it: a cached inference tensor would break later training."""
+    with torch.inference_mode(False):
+        inv = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d))
+        ang = torch.arange(n, dtype=torch.float32, device=device)[:, None] * inv  # [n, D/2]
+        return ang.cos().repeat(1, 2), ang.sin().repeat(1, 2)
 
 
 class SelfAttention(nn.Module):
@@ -193,17 +199,35 @@ class TextTransformer(nn.Module):
         return maps  # type: ignore[return-value]
 
 
+class SeriesTransformer(TextTransformer):
+    """One timeseries input: windows ``[B, L, k]`` → ``[B, d_model]``."""
+
+    def __init__(self, cfg: TransformerConfig, channels: int, lookback: int) -> None:
+        super().__init__(cfg, 1, lookback, 0)
+        del self.tokens  # steps are projected, not looked up
+        self.proj = nn.Linear(channels, cfg.d_model)
+
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        h = self.proj(x)                                        # [B, L, C]
+        mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+        if self.cls is not None:
+            h = torch.cat([self.cls.expand(len(h), -1, -1), h], dim=1)
+            mask = torch.cat([mask.new_ones(len(h), 1), mask], dim=1)
+        return self.drop(self._position(h, 0)), mask
+
+
 @register_model("transformer")
 class Transformer(nn.Module):
     """A transformer encoder per text input; tabular inputs join the dense head."""
 
     reads_text = True
+    reads_series = True
 
     def __init__(self, cfg: TransformerConfig, desc: dict[str, Any]) -> None:
         super().__init__()
-        texts = desc.get("texts", {})
-        if not texts:
-            raise ConfigError("model transformer needs at least one text input (type: text)")
+        texts, series = desc.get("texts", {}), desc.get("series", {})
+        if not texts and not series:
+            raise ConfigError("model transformer needs at least one text or timeseries input")
         if desc.get("images"):
             raise ConfigError(f"model transformer cannot read image inputs "
                               f"({', '.join(desc['images'])}); use family cnn or mlp")
@@ -211,14 +235,23 @@ class Transformer(nn.Module):
         self.encoders = nn.ModuleDict({
             n: TextTransformer(cfg, texts[n]["vocab_size"], texts[n]["max_length"],
                                texts[n]["pad_id"]) for n in self.text_names})
+        self.series_names = sorted(series)
+        self.windows = nn.ModuleDict({
+            n: SeriesTransformer(cfg, series[n]["channels"], series[n]["lookback"])
+            for n in self.series_names})
+        # a tags output tags every token of its (only) text input: no pooling
+        self.per_token = any(k == "tags" for k, _ in desc.get("outputs", {}).values())
         self.causal = cfg.causal
         if cfg.causal and (len(texts) != 1 or desc["numeric_dim"] or desc["category_sizes"]):
             raise ConfigError("a causal transformer (a language model) reads exactly one text "
                               f"input and nothing else; got texts {self.text_names}")
         self.tabular = TabularEncoder.from_schema(desc)
         width = sum(e.out_features for e in self.encoders.values()) + self.tabular.out_features
+        width += sum(e.out_features for e in self.windows.values())
         self.dense, self.out_features = dense_stack(width, cfg.dense, cfg.activation,
                                                     cfg.dropout)
+        if self.per_token:
+            self.dense, self.out_features = nn.Identity(), cfg.d_model
         self.apply(_init)
 
     @classmethod
@@ -226,9 +259,10 @@ class Transformer(nn.Module):
         return cls(cfg, desc)
 
     def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
-        if self.causal:  # a language model: per-token states [B, T, C] for the tied LM head
+        if self.causal or self.per_token:  # per-token states [B, T, C]: LM or tags head
             return self.encoders[self.text_names[0]].states(inputs[self.text_names[0]])
         parts = [self.encoders[n](inputs[n]) for n in self.text_names]
+        parts += [self.windows[n](inputs[n]) for n in self.series_names]
         tab = self.tabular(inputs)
         if tab is not None:
             parts.append(tab)

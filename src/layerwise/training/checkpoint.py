@@ -78,5 +78,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def is_finite(module: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values()
-               if t.is_floating_point())
+    """Whether every weight is finite. Buffers are not checked: some are NaN on purpose
+    (an autoencoder's anomaly threshold before it is chosen)."""
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters()
+               if p.is_floating_point())

@@ -44,6 +44,7 @@ from layerwise.training import checkpoint as ckpt
 from layerwise.training.callbacks import Callback, LogLines, ProgressBar
 from layerwise.training.hardware import Choices, choose, forward_flops, threads_for
 from layerwise.training.optim import build_optimizer, build_scheduler
+from layerwise.training.phases import Phases
 
 Batch = tuple[Tree, Tree]
 
@@ -65,6 +66,7 @@ class TrainState:
     stopped_early: bool = False
     epoch_loss: float = 0.0  # running sum of step losses in the current epoch
     epoch_loss_n: int = 0
+    phase_sums: dict[str, float] = field(default_factory=dict)  # phased models' epoch logs
 
 
 @dataclass
@@ -193,8 +195,17 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(batches) / cfg.accumulate)
         total_steps = self.steps_per_epoch * cfg.epochs
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = build_optimizer(params, cfg.optimizer)
-        sched = build_scheduler(opt, cfg.schedule, total_steps, self.steps_per_epoch)
+        self._phases: Phases | None = None
+        if getattr(model, "phases", ()):  # e.g. a GAN: one optimizer per phase
+            self._phases = Phases(model, cfg, total_steps, self.steps_per_epoch)
+            opt, sched = self._phases.optimizer, self._phases.scheduler  # type: ignore[assignment]
+        else:
+            if cfg.optimizers:
+                raise ConfigError("train.optimizers is for models trained in phases (gan); "
+                                  "use train.optimizer")
+            opt = build_optimizer(params, cfg.optimizer)
+            sched = build_scheduler(opt, cfg.schedule, total_steps, self.steps_per_epoch)
+        self._on_step_end = getattr(model, "on_step_end", None)
         if self.augment is None:
             self.augment = Augmenter({}, cfg.seed)
         names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -291,6 +302,21 @@ class Trainer:
             targets = _to(targets, device, False)
             if self.augment:
                 inputs = self.augment(inputs)
+            if self._phases is not None:
+                st.batch += 1
+                st.samples += _batch_len(targets, inputs)
+                with autocast():
+                    phased = self._phases.step(model, inputs, st, sched_active)
+                if phased is not None:
+                    loss_sum += phased
+                    loss_n += 1
+                    st.epoch_loss_n = loss_n
+                    if self._on_step_end is not None:
+                        self._on_step_end()
+                t0 = self._end_step(model, opt, sched, callbacks, phased, loss_sum, loss_n, t0)
+                if self._sigterm:
+                    return True
+                continue
             with autocast():
                 loss = self.training_step(model, (inputs, targets))
             (loss / acc if acc > 1 else loss).backward()
@@ -329,21 +355,16 @@ class Trainer:
                 if cfg.grad_clip is not None and norm_value > cfg.grad_clip:
                     torch._foreach_mul_(grads, cfg.grad_clip / (norm_value + 1e-6))
                 opt.step()
+                if self._on_step_end is not None:
+                    self._on_step_end()
                 if sched_active:
                     sched.step()
                 loss_sum += loss_value
                 loss_n += 1
             opt.zero_grad(set_to_none=True)
-            st.step += 1
-            for cb in callbacks:
-                cb.on_step_end(self, st.step, loss_value)
-            if self._sigterm or (cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0):
-                st.train_time += time.perf_counter() - t0
-                st.epoch_loss, st.epoch_loss_n = loss_sum, loss_n
-                self._save(model, opt, sched)
-                t0 = time.perf_counter()
-                if self._sigterm:
-                    return True
+            t0 = self._end_step(model, opt, sched, callbacks, loss_value, loss_sum, loss_n, t0)
+            if self._sigterm:
+                return True
         st.train_time += time.perf_counter() - t0
         logs: dict[str, Any] = {"epoch": st.epoch + 1, "step": st.step,
                                 "train_loss": loss_sum / max(1, loss_n),
@@ -354,6 +375,8 @@ class Trainer:
             logs.update(val)
             for cb in callbacks:
                 cb.on_validation_end(self, st.epoch, val)
+        if self._phases is not None:
+            logs.update(Phases.epoch_logs(st))
         logs.update(self._grad_norm_logs())
         self.history.append(logs)
         self._early_stopping(model, logs)
@@ -362,8 +385,23 @@ class Trainer:
         st.epoch += 1
         st.batch = 0
         st.epoch_loss, st.epoch_loss_n = 0.0, 0
+        st.phase_sums = {}
         self._save(model, opt, sched)
         return False
+
+    def _end_step(self, model: nn.Module, opt: Any, sched: Any, callbacks: list[Callback],
+                  loss_value: float | None, loss_sum: float, loss_n: int, t0: float) -> float:
+        """Count the step, run the callbacks, checkpoint when due; returns the clock start."""
+        st, cfg = self.state, self.config
+        st.step += 1
+        for cb in callbacks:
+            cb.on_step_end(self, st.step, loss_value if loss_value is not None else math.nan)
+        if self._sigterm or (cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0):
+            st.train_time += time.perf_counter() - t0
+            st.epoch_loss, st.epoch_loss_n = loss_sum, loss_n
+            self._save(model, opt, sched)
+            return time.perf_counter()
+        return t0
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, batches: InMemoryBatches, channels_last: bool = False,

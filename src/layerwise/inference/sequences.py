@@ -1,0 +1,38 @@
+"""Prediction for forecasting and tagging models (called by ``Predictor.predict``).
+
+A forecasting model reads a table holding the history (at least ``lookback`` time steps)
+and returns one dict: ``{target: [the next horizon values], target_time: [their times]}``.
+A tagging model returns, per text, ``{output: {"tokens", "tags", "probabilities"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from layerwise.data.batching import TensorData
+from layerwise.data.series import ForecastEncoder, encode_table
+from layerwise.data.table import Table
+from layerwise.data.tags import TagsEncoder
+
+
+def tags_output(schema: Any) -> TagsEncoder | None:
+    found = [e for e in schema.outputs if isinstance(e, TagsEncoder)]
+    return found[0] if found else None
+
+
+def forecast(predictor: Any, table: Table) -> list[dict[str, Any]]:
+    """What follows the table: the next ``horizon`` values in the target's units."""
+    enc = predictor.schema.outputs[0]
+    assert isinstance(enc, ForecastEncoder)
+    data, extra = encode_table(predictor.schema, table, targets=False)
+    values = enc.decode(predictor.forward(data)[enc.name], extra["last"])
+    return [{enc.name: [float(v) for v in row], f"{enc.name}_time": times}
+            for row, times in zip(values, extra["times"], strict=True)]
+
+
+def tag(predictor: Any, data: TensorData, table: Table, batch_size: int) -> list[dict[str, Any]]:
+    """The most likely tag of every token of each text (the tags output is the only one)."""
+    enc = tags_output(predictor.schema)
+    assert enc is not None
+    out = predictor.forward(data, min(batch_size, 256))[enc.name]  # [N, T, n]
+    return [{enc.name: d} for d in enc.decode(out, table.column(enc.cfg.input))]
