@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import TypeAdapter
 
 from layerwise.config import ModelConfig, TrainConfig
@@ -184,6 +185,47 @@ def test_conditional_vae_samples_the_requested_class() -> None:
     with pytest.raises(ConfigError, match="not class-conditional"):
         make({"family": "vae", "hidden": [8], "likelihood": "gaussian"}, tabular(4)).sample(
             2, labels=1)
+
+
+LABELLED_IMAGE = dict(IMAGE, category_sizes=[4], category_dims=[None],
+                      category_names=["label"])
+
+
+@pytest.mark.parametrize("desc,arch", [(LABELLED_IMAGE, {"channels": [4, 8, 8]}),
+                                       (LABELLED, {"hidden": [16, 8],
+                                                   "likelihood": "gaussian"})])
+def test_conditional_vae_feeds_the_class_to_every_encoder_and_decoder_stage(
+        desc: dict[str, Any], arch: dict[str, Any]) -> None:
+    """Every convolution / linear layer of both blocks sees the one-hot class as its last
+    inputs (constant maps for images), so the latent need not carry the class."""
+    vae = make({"family": "vae", "latent": 3, "condition": "label", **arch}, desc).eval()
+    k = vae.spec.classes
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(
+        lambda mod, args, name=f"{part}.{name}": seen.__setitem__(name, args[0]))
+        for part in ("encoder", "decoder")
+        for name, m in getattr(vae, part).named_modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
+    y = torch.tensor([1, 2, 2, 1, 2])
+    data = torch.randn(5, *vae.spec.shape)
+    inputs = {"image" if vae.spec.is_image else "numeric": data, "category": y[:, None]}
+    vae(inputs)
+    vae.sample(5, labels=y, generator=torch.Generator().manual_seed(0))
+    for h in hooks:
+        h.remove()
+    stages = 2 * (len(arch.get("channels", arch.get("hidden"))) + 1)
+    assert len(seen) == stages  # each block: one per width + the linear layer
+    for name, h in seen.items():
+        tail = h[:, -k:].flatten(2).amax(2) if h.dim() == 4 else h[:, -k:]
+        assert torch.equal(tail, F.one_hot(y, k).float()), name
+        if h.dim() == 4:  # constant maps
+            assert torch.equal(h[:, -k:].amin((2, 3)), tail), name
+    # the decoder's output depends on the class at a fixed latent
+    z = torch.zeros(2, 3)
+    out = vae._decode(z, F.one_hot(torch.tensor([1, 2]), k).float())
+    assert not torch.allclose(out[0], out[1])
+    with pytest.raises(ConfigError, match="class vector"):
+        vae.decoder(z)
 
 
 def test_interpolation_runs_between_the_two_posterior_means() -> None:

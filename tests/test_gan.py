@@ -84,7 +84,7 @@ def test_spectral_norm_is_applied_to_the_discriminator_when_enabled() -> None:
     conv = layers[1]
     for _ in range(20):  # power iterations run in training-mode forward passes
         sn.discriminator(torch.randn(4, 1, 8, 8), torch.tensor([1, 2, 3, 1]))
-    sigma = torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2)
+    sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
     assert abs(float(sigma) - 1.0) < 0.05
 
 
@@ -181,3 +181,15 @@ def test_kill_and_resume_restores_both_optimizers_schedules_and_ema_exactly(
                phases_run.scheduler.scheds[name].state_dict(), f"scheduler {name}")
     strip = [{k: v for k, v in h.items() if k != "time"} for h in ref_trainer.history]
     assert [{k: v for k, v in h.items() if k != "time"} for h in run_trainer.history] == strip
+
+
+def test_diversity_counts_same_class_pairs_so_a_collapsed_class_shows() -> None:
+    from layerwise.models.gan import mean_pairwise_distance
+
+    labels = torch.tensor([1, 1, 2, 2])
+    # one image per class: far apart across classes, identical within each class
+    collapsed = torch.tensor([[0.0], [0.0], [5.0], [5.0]])
+    assert mean_pairwise_distance(collapsed) > 0
+    assert mean_pairwise_distance(collapsed, labels) == 0
+    spread = torch.tensor([[0.0], [1.0], [5.0], [7.0]])
+    assert mean_pairwise_distance(spread, labels) == 1.5

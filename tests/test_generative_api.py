@@ -82,3 +82,41 @@ def test_generative_config_errors_name_the_key() -> None:
            "model": {"family": "cnn"}}
     with pytest.raises(ConfigError, match="needs at least one output"):
         parse(sup)
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    cfg = {"name": "vae", "seed": 0, "data": {"dataset": "digits"},
+           "inputs": [{"name": "image", "type": "image"},
+                      {"name": "label", "type": "category"}],
+           "model": {"family": "vae", "condition": "label", "channels": [8, 16], "latent": 4},
+           "train": {"epochs": 1, "batch_size": 64, "progress": "quiet", "threads": 1}}
+    return lw.train(cfg, output=tmp_path_factory.mktemp("vae"))
+
+
+def test_cli_sample_writes_grid_files_and_npz(vae_run: Any, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    model = str(vae_run.model_dir)
+    assert (vae_run.dir / "samples.png").is_file()  # every sampling run writes its grid
+    assert main(["sample", model, "--list-classes"]) == 0
+    assert capsys.readouterr().out.split() == [str(d) for d in range(10)]
+    assert main(["sample", model, "--n", "6", "--class", "3", "--cols", "3", "--output",
+                 str(tmp_path / "g.png"), "--output-dir", str(tmp_path / "png")]) == 0
+    assert Image.open(tmp_path / "g.png").format == "PNG"
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+        f"sample_{i:04d}.png" for i in range(6)]
+    assert main(["sample", model, "--n", "5", "--seed", "1", "--output-dir",
+                 str(tmp_path / "z"), "--format", "npz"]) == 0
+    images = np.load(tmp_path / "z" / "samples.npz")["images"]
+    assert images.shape == (5, 1, 8, 8) and 0.0 <= images.min() and images.max() <= 1.0
+    # the same seed draws the same samples; the class changes them
+    p = lw.load(vae_run.model_dir)
+    np.testing.assert_array_equal(p.sample(5, seed=1), images)
+    assert not np.array_equal(p.sample(4, label="3"), p.sample(4, label="8"))
+    capsys.readouterr()
+    assert main(["sample", model, "--class", "eleven", "--output", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown class 'eleven'; classes: 0, 1, 2" in err and "Traceback" not in err
+    assert main(["sample", model]) == 2  # nowhere to write

@@ -82,6 +82,8 @@ def test_each_phase_has_its_own_optimizer_and_schedule() -> None:
     assert int(model.ticks) == result.state.step == 12
     logs = result.history[-1]
     assert {"train_critic_loss", "train_maker_loss", "train_critic_accuracy"} <= set(logs)
+    assert logs["lr_critic"] == opts["critic"].param_groups[0]["lr"]
+    assert logs["lr_maker"] == opts["maker"].param_groups[0]["lr"]
 
 
 def test_phase_errors_are_clear() -> None:

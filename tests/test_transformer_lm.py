@@ -4,6 +4,7 @@ sampling / greedy / beam decoding, and `layerwise generate`."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,26 @@ def test_a_char_lm_trains_saves_and_generates(tmp_path: Path) -> None:
                  "--seed", "0"]) == 0
     with pytest.raises(ConfigError, match="beams >= 1"):
         model.generate("x", 5, beams=0)
+
+
+def test_validation_of_texts_of_different_lengths(tmp_path: Path) -> None:
+    """Regression: validation batches cut to different lengths could not be concatenated;
+    the Trainer now keeps per-row sums of a language model's outputs, not its logits."""
+    words = "in the beginning god created the heaven and the earth".split()
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, size=int(rng.integers(1, 9)))) for _ in range(120)]
+    path = tmp_path / "lines.csv"
+    path.write_text("text\n" + "".join(f"{line}\n" for line in lines))
+    cfg = {"name": "lm", "data": {"path": str(path), "split": {"validation": 0.5,
+                                                                "test": 0.1}},
+           "inputs": [{"name": "text", "type": "text", "tokenizer": "char",
+                       "max_length": 60}],
+           "outputs": [{"name": "next", "type": "next_token", "input": "text"}],
+           "model": {"family": "transformer", "causal": True, "d_model": 16, "heads": 2,
+                     "layers": 1, "dropout": 0.0},
+           "train": {"epochs": 1, "batch_size": 4, "progress": "quiet", "threads": 1}}
+    run = lw.train(cfg, output=tmp_path / "run")  # 60 validation rows: 4 batches of 16
+    last = run.history[-1]
+    assert math.isfinite(last["val_loss"]) and 0.0 <= last["val_accuracy"] <= 1.0
+    assert last["val_nats_per_token"] == pytest.approx(
+        run.metrics["validation"]["nats_per_token"], rel=1e-4)

@@ -20,21 +20,28 @@ def predict(
 ) -> None:
     """Predict with a saved model on raw rows or images."""
     from layerwise.api import load
-    from layerwise.data.sources import IMAGE_SUFFIXES
-    from layerwise.errors import DataError
 
     model = load(model_dir)
-    rows: Any = input_
-    if input_.is_dir():
-        rows = sorted(str(p) for p in input_.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not rows:
-            raise DataError(f"{input_}: no images found")
-    elif not input_.exists():
-        raise DataError(f"input not found: {input_}")
+    rows = read_input(input_)
     preds = model.predict(rows)
     if isinstance(rows, list):
         preds = [{"input": r, **p} for r, p in zip(rows, preds)]
     write(preds, output)
+
+
+def read_input(input_: Path) -> Any:
+    """A file path as it is, or a folder as the sorted list of its images."""
+    from layerwise.data.sources import IMAGE_SUFFIXES
+    from layerwise.errors import DataError
+
+    if input_.is_dir():
+        rows = sorted(str(p) for p in input_.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not rows:
+            raise DataError(f"{input_}: no images found")
+        return rows
+    if not input_.exists():
+        raise DataError(f"input not found: {input_}")
+    return input_
 
 
 def write(preds: list[dict[str, Any]], output: Path | None) -> None:

@@ -83,21 +83,14 @@ def embed(
     import numpy as np
 
     from layerwise.api import load
-    from layerwise.data.sources import IMAGE_SUFFIXES
-    from layerwise.errors import ConfigError, DataError
+    from layerwise.cli.predict import read_input
+    from layerwise.errors import ConfigError
     from layerwise.inference.predictor import Predictor
 
     model = load(model_dir)
     if not isinstance(model, Predictor):
         raise ConfigError(f"{model_dir} is a policy; embed needs an autoencoder or vae")
-    rows: object = input_
-    if input_.is_dir():
-        rows = sorted(str(p) for p in input_.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not rows:
-            raise DataError(f"{input_}: no images found")
-    elif not input_.exists():
-        raise DataError(f"input not found: {input_}")
-    z = model.embed(rows)
+    z = model.embed(read_input(input_))
     if output.suffix.lower() == ".npz":
         np.savez_compressed(output, embeddings=z)
     elif output.suffix.lower() == ".csv":

@@ -131,13 +131,15 @@ def anomaly_report(model: Any, cfg: Any, ds: Dataset) -> dict[str, Any]:
 
 
 def sample_grid(model: Any, path: Path, *, rows: int = 8, cols: int = 8, seed: int = 0,
-                steps: int | None = None) -> Path:
-    """A PNG grid of samples; a class-conditional model gets one row per class."""
+                steps: int | None = None, order: list[int] | None = None) -> Path:
+    """A PNG grid of samples; a class-conditional model gets one row per class, in
+    ``order`` (encoded class indices; default 1..n, the encoder's frequency order)."""
     classes = model.spec.classes
     labels = None
     if classes:
-        rows = classes - 1  # encoded classes 1..classes-1 (0: unknown)
-        labels = torch.arange(1, classes).repeat_interleave(cols)
+        order = order or list(range(1, classes))  # encoded classes 1..n (0: unknown)
+        rows = len(order)
+        labels = torch.tensor(order).repeat_interleave(cols)
     g = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         x = model.sample(rows * cols, labels=labels, steps=steps, generator=g)
@@ -173,11 +175,22 @@ def report(model: Any, cfg: Any, ds: Dataset, out_dir: Path,
     if getattr(cfg.model, "anomaly", None) is not None and hasattr(model, "score"):
         out["anomaly"] = anomaly_report(model, cfg, ds)
     if model.spec.is_image and _can_sample(model):
-        out["samples_png"] = str(sample_grid(model, out_dir / "samples.png", seed=cfg.seed))
+        out["samples_png"] = str(sample_grid(model, out_dir / "samples.png", seed=cfg.seed,
+                                             order=class_order(cfg, ds)))
         from layerwise.evaluation.judge import sample_quality
 
         out["quality"] = sample_quality(model, cfg, ds, n=samples, seed=cfg.seed)
     return out
+
+
+def class_order(cfg: Any, ds: Dataset) -> list[int] | None:
+    """Encoded indices of the condition's classes, sorted by value (numbers numerically)."""
+    if cfg.model.condition is None:
+        return None
+    from layerwise.inference.generative import value_key
+
+    _, enc = _role_index(ds, cfg.model.condition)
+    return sorted(range(1, len(enc.vocab)), key=lambda i: value_key(str(enc.vocab[i])))
 
 
 def _can_sample(model: Any) -> bool:

@@ -35,7 +35,7 @@ from layerwise.config import (
     TrainConfig,
 )
 from layerwise.data.batching import TensorData
-from layerwise.data.build import Dataset, build
+from layerwise.data.build import Dataset, Schema, build
 from layerwise.models import LayerwiseModel, build_model
 from layerwise.training import Trainer
 
@@ -170,9 +170,11 @@ def _pixels(judge: Judge, data: TensorData, idx: torch.Tensor) -> torch.Tensor:
     return (x * judge.std + judge.mean).clamp(0, 1)
 
 
-def sample_quality(model: Any, cfg: Any, ds: Dataset, n: int = 1000, seed: int = 0
+def sample_quality(model: Any, cfg: Any, ds: Dataset | Schema, n: int = 1000, seed: int = 0
                    ) -> dict[str, Any]:
-    """Fréchet distance and class accuracy of ``n`` samples, with real-data floors."""
+    """Fréchet distance and class accuracy of ``n`` samples, with real-data floors.
+    ``ds``: the run's data set or just its fitted schema (a loaded model's)."""
+    schema = ds.schema if isinstance(ds, Dataset) else ds
     label = cfg.model.quality_label or cfg.model.condition
     if label is None:
         return {"skipped": "no class column to train a judge on: set model.quality_label "
@@ -206,8 +208,8 @@ def sample_quality(model: Any, cfg: Any, ds: Dataset, n: int = 1000, seed: int =
                                   for k in range(len(judge.vocab))},
     }
     if labels is not None:
-        j = [e.name for e in ds.schema.category].index(cfg.model.condition)
-        vocab = [str(v) for v in ds.schema.category[j].vocab]  # type: ignore[attr-defined]
+        j = [e.name for e in schema.category].index(cfg.model.condition)
+        vocab = [str(v) for v in schema.category[j].vocab]  # type: ignore[attr-defined]
         want = torch.tensor([judge.vocab.index(vocab[k]) if vocab[k] in judge.vocab else -1
                              for k in labels.tolist()])
         out["class_accuracy"] = float((p_gen == want).float().mean())

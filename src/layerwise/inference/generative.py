@@ -71,12 +71,26 @@ def embed(p: Predictor, rows: Any, batch_size: int = 1024) -> np.ndarray:
     return _batched(p.model.encode, encode(p, rows), batch_size).numpy()
 
 
-def classes(p: Predictor) -> list[str]:
+def _vocab(p: Predictor) -> list[str]:
+    """The condition's classes in encoder order (encoded index = position + 1)."""
     name = getattr(p.config.model, "condition", None)
     if name is None:
         return []
     enc = next(e for e in p.schema.category if e.name == name)
     return [str(v) for v in enc.vocab[1:]]  # type: ignore[attr-defined]
+
+
+def value_key(v: str) -> tuple[int, float, str]:
+    """Sort key for class values: numbers by value first, then text."""
+    try:
+        return (0, float(v), v)
+    except ValueError:
+        return (1, 0.0, v)
+
+
+def classes(p: Predictor) -> list[str]:
+    """The classes a class-conditional model can be asked for, sorted (numbers by value)."""
+    return sorted(_vocab(p), key=value_key)
 
 
 @torch.inference_mode()
@@ -89,11 +103,11 @@ def sample(p: Predictor, n: int, *, label: Any = None, steps: int | None = None,
         raise ConfigError(f"sample expects n >= 1 and steps >= 1; got n={n}, steps={steps}")
     labels = None
     if label is not None:
-        names = classes(p)
+        names = _vocab(p)
         if not names:
             raise ConfigError("this model is not class-conditional: drop the class")
         if str(label) not in names:
-            raise ConfigError(f"unknown class {label!r}; classes: {', '.join(names)}")
+            raise ConfigError(f"unknown class {label!r}; classes: {', '.join(classes(p))}")
         labels = torch.full((n,), names.index(str(label)) + 1, dtype=torch.long)
     g = torch.Generator().manual_seed(seed if seed is not None else 0)
     return p.model.sample(n, labels=labels, steps=steps,  # type: ignore[operator]

@@ -42,16 +42,32 @@ def _halve(n: int) -> int:
     return (n + 1) // 2  # a 3x3 convolution with stride 2 and padding 1
 
 
+def _join(h: torch.Tensor, cond: torch.Tensor | None, width: int) -> torch.Tensor:
+    """Append the condition ``[B, width]`` to ``h``: as extra features of a vector
+    ``[B, F]``, or as ``width`` constant feature maps of a map ``[B, C, H, W]``."""
+    if not width:
+        return h
+    if cond is None or cond.shape != (h.shape[0], width):
+        got = None if cond is None else tuple(cond.shape)
+        raise ConfigError(f"this block is conditioned on a [{h.shape[0]}, {width}] class "
+                          f"vector; got {got}")
+    cond = cond.to(h.dtype)
+    if h.dim() == 4:
+        cond = cond[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+    return torch.cat([h, cond], dim=1)
+
+
 class ConvEncoder(nn.Module):
-    """Images ``[B, C, H, W]`` (+ an optional extra vector per row) → ``[B, out_features]``.
+    """Images ``[B, C, H, W]`` (+ an optional condition ``[B, cond]``) → ``[B, out_features]``.
 
     Every width in ``channels`` is one stride-2 convolution (the image halves, rounding up);
-    the feature map is flattened and, with ``extra``, joined by a vector (a one-hot class)
-    before the last linear layer.
+    the feature map is flattened before the last linear layer. With ``cond`` (a one-hot
+    class), the condition joins every stage: as constant feature maps concatenated to the
+    input of each convolution and as features before the last linear layer.
     """
 
     def __init__(self, shape: tuple[int, ...], channels: list[int], act: str,
-                 out_features: int, extra: int = 0) -> None:
+                 out_features: int, cond: int = 0) -> None:
         super().__init__()
         if not channels:
             raise ConfigError("model.channels needs at least one width for image inputs")
@@ -59,34 +75,40 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         self.sizes = [(h, w)]  # the spatial size before each stage (the decoder mirrors it)
         for width in channels:
-            layers += [nn.Conv2d(c, width, 3, 2, 1), activation(act)]
+            layers += [nn.Conv2d(c + cond, width, 3, 2, 1), activation(act)]
             c, h, w = width, _halve(h), _halve(w)
             self.sizes.append((h, w))
         self.convs = nn.Sequential(*layers)
-        self.extra = extra
-        self.out = nn.Linear(c * h * w + extra, out_features)
+        self.cond = cond
+        self.out = nn.Linear(c * h * w + cond, out_features)
 
-    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.convs(x).flatten(1)                       # [B, C' * H' * W']
-        if extra is not None:
-            h = torch.cat([h, extra.to(h.dtype)], dim=1)   # [B, F + extra]
-        return self.out(h)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = x
+        for layer in self.convs:
+            if isinstance(layer, nn.Conv2d):
+                h = _join(h, cond, self.cond)              # [B, C + cond, H, W]
+            h = layer(h)
+        return self.out(_join(h.flatten(1), cond, self.cond))  # [B, F + cond] → out
 
 
 class ConvDecoder(nn.Module):
-    """A vector ``[B, in_features]`` → images ``[B, C, H, W]`` (raw values: the caller maps
-    them to pixels, logits or normalised units). Mirrors a :class:`ConvEncoder`."""
+    """A vector ``[B, in_features]`` (+ an optional condition ``[B, cond]``) → images
+    ``[B, C, H, W]`` (raw values: the caller maps them to pixels, logits or normalised
+    units). Mirrors a :class:`ConvEncoder`; with ``cond`` the condition joins the first
+    linear layer's input and, as constant feature maps, the input of every transposed
+    convolution, so no stage has to carry the class forward on its own."""
 
     def __init__(self, shape: tuple[int, ...], channels: list[int], act: str,
-                 in_features: int) -> None:
+                 in_features: int, cond: int = 0) -> None:
         super().__init__()
         c = shape[0]
         sizes = [tuple(shape[1:])]
         for _ in channels:
             sizes.append((_halve(sizes[-1][0]), _halve(sizes[-1][1])))
         widths = list(reversed(channels))                  # e.g. [64, 32]
+        self.cond = cond
         self.start = (widths[0], *sizes[-1])               # [C', H', W'] after the linear
-        self.inp = nn.Sequential(nn.Linear(in_features, widths[0] * sizes[-1][0] *
+        self.inp = nn.Sequential(nn.Linear(in_features + cond, widths[0] * sizes[-1][0] *
                                             sizes[-1][1]), activation(act))
         layers: list[nn.Module] = []
         targets = list(reversed(sizes[:-1]))              # the sizes each stage must reach
@@ -96,65 +118,81 @@ class ConvDecoder(nn.Module):
             out = c if last else widths[i + 1]
             # output_padding makes 2n-1 or 2n, whichever the encoder halved from
             pad = (th - (2 * hh - 1), tw - (2 * ww - 1))
-            layers.append(nn.ConvTranspose2d(widths[i], out, 3, 2, 1, output_padding=pad))
+            layers.append(nn.ConvTranspose2d(widths[i] + cond, out, 3, 2, 1,
+                                             output_padding=pad))
             if not last:
                 layers.append(activation(act))
         self.convs = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.inp(z).view(z.shape[0], *self.start)      # [B, C', H', W']
-        return self.convs(h)                               # [B, C, H, W]
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.inp(_join(z, cond, self.cond)).view(z.shape[0], *self.start)  # [B, C', H', W']
+        for layer in self.convs:
+            if isinstance(layer, nn.ConvTranspose2d):
+                h = _join(h, cond, self.cond)              # [B, C' + cond, H', W']
+            h = layer(h)
+        return h                                           # [B, C, H, W]
 
 
 class MLPEncoder(nn.Module):
-    """Rows ``[B, k]`` (+ an optional extra vector) → ``[B, out_features]``."""
+    """Rows ``[B, k]`` (+ an optional condition ``[B, cond]``, joined to the input of every
+    linear layer) → ``[B, out_features]``."""
 
     def __init__(self, in_features: int, hidden: list[int], act: str, out_features: int,
-                 extra: int = 0) -> None:
+                 cond: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        width = in_features + extra
+        width = in_features
         for h in hidden:
-            layers += [nn.Linear(width, h), activation(act)]
+            layers += [nn.Linear(width + cond, h), activation(act)]
             width = h
-        layers.append(nn.Linear(width, out_features))
+        layers.append(nn.Linear(width + cond, out_features))
+        self.cond = cond
         self.body = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        if extra is not None:
-            x = torch.cat([x, extra.to(x.dtype)], dim=1)
-        return self.body(x)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.body:
+            if isinstance(layer, nn.Linear):
+                x = _join(x, cond, self.cond)
+            x = layer(x)
+        return x
 
 
 class MLPDecoder(nn.Module):
-    """A vector ``[B, in_features]`` → rows ``[B, k]``; the hidden widths in reverse."""
+    """A vector ``[B, in_features]`` (+ an optional condition ``[B, cond]``, joined to the
+    input of every linear layer) → rows ``[B, k]``; the hidden widths in reverse."""
 
     def __init__(self, out_features: int, hidden: list[int], act: str,
-                 in_features: int) -> None:
+                 in_features: int, cond: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
         for h in reversed(hidden):
-            layers += [nn.Linear(width, h), activation(act)]
+            layers += [nn.Linear(width + cond, h), activation(act)]
             width = h
-        layers.append(nn.Linear(width, out_features))
+        layers.append(nn.Linear(width + cond, out_features))
+        self.cond = cond
         self.body = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(z)
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.body:
+            if isinstance(layer, nn.Linear):
+                z = _join(z, cond, self.cond)
+            z = layer(z)
+        return z
 
 
-def make_encoder(spec: DataSpec, cfg: Any, out_features: int, extra: int = 0) -> nn.Module:
-    """The encoder for the data ``spec`` models: convolutional for images, else an MLP."""
+def make_encoder(spec: DataSpec, cfg: Any, out_features: int, cond: int = 0) -> nn.Module:
+    """The encoder for the data ``spec`` models: convolutional for images, else an MLP;
+    ``cond``: the width of a condition vector joined at every stage (0: none)."""
     if spec.is_image:
-        return ConvEncoder(spec.shape, list(cfg.channels), cfg.activation, out_features, extra)
-    return MLPEncoder(spec.shape[0], list(cfg.hidden), cfg.activation, out_features, extra)
+        return ConvEncoder(spec.shape, list(cfg.channels), cfg.activation, out_features, cond)
+    return MLPEncoder(spec.shape[0], list(cfg.hidden), cfg.activation, out_features, cond)
 
 
-def make_decoder(spec: DataSpec, cfg: Any, in_features: int) -> nn.Module:
+def make_decoder(spec: DataSpec, cfg: Any, in_features: int, cond: int = 0) -> nn.Module:
     if spec.is_image:
-        return ConvDecoder(spec.shape, list(cfg.channels), cfg.activation, in_features)
-    return MLPDecoder(spec.shape[0], list(cfg.hidden), cfg.activation, in_features)
+        return ConvDecoder(spec.shape, list(cfg.channels), cfg.activation, in_features, cond)
+    return MLPDecoder(spec.shape[0], list(cfg.hidden), cfg.activation, in_features, cond)
 
 
 def row_mean(x: torch.Tensor) -> torch.Tensor:

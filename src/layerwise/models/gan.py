@@ -28,9 +28,10 @@ concatenated to the noise; the discriminator is a projection discriminator (its 
 Telemetry (per step, averaged per epoch into history.csv as ``train_<name>``):
 ``d_real_acc`` / ``d_fake_acc`` (share of real / fake rows the discriminator gets right;
 both near 1 for long = the generator has lost), ``loss_ratio`` (generator loss /
-discriminator loss; growing without bound = divergence) and ``diversity`` (mean pairwise
-distance of a batch of fakes over that of the real batch; falling towards 0 = mode
-collapse).
+discriminator loss, both logistic whatever ``loss`` trains; growing without bound =
+divergence) and ``diversity`` (mean pairwise
+distance of a batch of fakes over that of the real batch, within each class for a
+conditional model; falling towards 0 = mode collapse).
 """
 
 from __future__ import annotations
@@ -63,10 +64,18 @@ def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake)  # non-saturating: -log σ(fake)
 
 
-def mean_pairwise_distance(x: torch.Tensor) -> torch.Tensor:
-    """Mean Euclidean distance between the rows of ``x`` (flattened) — a diversity measure."""
+def mean_pairwise_distance(x: torch.Tensor, labels: torch.Tensor | None = None
+                           ) -> torch.Tensor:
+    """Mean Euclidean distance between the rows of ``x`` (flattened) — a diversity measure.
+    With ``labels``, only pairs of the same class count: a conditional generator that
+    ignores its noise makes one image per class, which all-pairs distances would hide."""
     flat = x.detach().flatten(1).float()
-    return torch.pdist(flat).mean() if len(flat) > 1 else flat.new_zeros(())
+    pairs = ~torch.eye(len(flat), dtype=torch.bool, device=flat.device)
+    if labels is not None:
+        pairs &= labels[:, None] == labels[None, :]
+    if not bool(pairs.any()):
+        return flat.new_zeros(())
+    return torch.cdist(flat, flat)[pairs].mean()
 
 
 class Generator(nn.Module):
@@ -223,7 +232,9 @@ class GAN(GenerativeModel):
             scores = self.discriminator(both, None if y is None else torch.cat([y, y]))
             s_real, s_fake = scores[:len(real)], scores[len(real):]
             loss = discriminator_loss(kind, s_real, s_fake).mean()
-            self._d_loss = loss.detach()
+            # the loss ratio compares logistic losses whatever loss trains: hinge losses
+            # reach 0 (D) or go negative (G), which would make a ratio of them meaningless
+            self._d_loss = discriminator_loss("non_saturating", s_real, s_fake).mean().detach()
             return loss, {"d_real_acc": (s_real > 0).float().mean(),
                           "d_fake_acc": (s_fake < 0).float().mean(),
                           "d_real": s_real.detach().mean(), "d_fake": s_fake.detach().mean()}
@@ -234,13 +245,16 @@ class GAN(GenerativeModel):
             p.requires_grad_(False)
         try:
             fake = self._fake(y, len(real))
-            loss = generator_loss(kind, self.discriminator(fake, y)).mean()
+            s_fake = self.discriminator(fake, y)
+            loss = generator_loss(kind, s_fake).mean()
         finally:
             for p in d_params:
                 p.requires_grad_(True)
         d_loss = self._d_loss if self._d_loss is not None else loss.new_ones(())
-        diversity = mean_pairwise_distance(fake) / mean_pairwise_distance(real).clamp_min(1e-8)
-        return loss, {"loss_ratio": loss.detach() / d_loss.clamp_min(1e-8),
+        diversity = mean_pairwise_distance(fake, y) \
+            / mean_pairwise_distance(real, y).clamp_min(1e-8)
+        ratio = generator_loss("non_saturating", s_fake.detach()).mean() / d_loss.clamp_min(1e-8)
+        return loss, {"loss_ratio": ratio,
                       "diversity": diversity}
 
     def on_step_end(self) -> None:

@@ -115,7 +115,7 @@ class GenerativeModel(nn.Module):
 
     def metrics(self, outputs: dict[str, torch.Tensor],
                 targets: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
-        return {k: float(v.float().mean()) for k, v in outputs.items()
+        return {k: float(v.detach().float().mean()) for k, v in outputs.items()
                 if k != "loss" and v.dim() == 1}
 
     def on_step_end(self) -> None:

@@ -126,7 +126,8 @@ class NextTokenHead(nn.Module):
         return torch.stack([(nll * valid).sum(1), hit.sum(1).float(), valid.sum(1).float()], 1)
 
     def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        nll, hit, n = self.row_stats(out, y).sum(0).tolist()
+        stats = out if out.dim() == 2 else self.row_stats(out, y)  # logits or compacted
+        nll, hit, n = stats.sum(0).tolist()
         return {"accuracy": hit / max(n, 1.0), "nats_per_token": nll / max(n, 1.0)}
 
 
@@ -165,7 +166,7 @@ class SequenceHead(nn.Module):
                             (hit.sum(1) == n).float()], 1)
 
     def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        stats = self.row_stats(out, y)
+        stats = out if out.dim() == 2 else self.row_stats(out, y)  # logits or compacted
         nll, hit, n, exact = stats.sum(0).tolist()
         return {"accuracy": hit / max(n, 1.0), "exact_match": exact / max(len(stats), 1),
                 "nats_per_token": nll / max(n, 1.0)}

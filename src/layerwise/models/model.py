@@ -38,6 +38,15 @@ class LayerwiseModel(nn.Module):
         assert total is not None  # a model always has at least one head
         return total
 
+    def compact(self, outputs: dict[str, torch.Tensor],
+                targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-token logits ``[B, T, V]`` → per-row sums (``row_stats``), which is all the
+        metrics need: validation keeps these instead of every batch's logits (batches of
+        different lengths cannot be concatenated, and the logits can be large)."""
+        return {name: head.row_stats(outputs[name], targets[name])  # type: ignore[operator]
+                if hasattr(head, "row_stats") and outputs[name].dim() == 3 else outputs[name]
+                for name, head in self.heads.items()}
+
     def metrics(self, outputs: dict[str, torch.Tensor],
                 targets: dict[str, torch.Tensor]) -> dict[str, float]:
         single = len(self.heads) == 1

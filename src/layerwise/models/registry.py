@@ -51,10 +51,13 @@ def model_names() -> list[str]:
 def _load_builtins() -> None:
     # importing the family modules registers them
     from layerwise.models import (  # noqa: F401
+        autoencoder,
         cnn,
-        generative_families,  # noqa: F401
+        diffusion,
+        gan,
         mlp,
         rnn,
         seq2seq,
         transformer,
+        vae,
     )

@@ -2,7 +2,7 @@
 
     x [B, C, H, W] or [B, k]  (⊕ one-hot class)  → encoder → (μ, log σ²)   [B, 2·latent]
     z = μ + σ · ε,  ε ~ N(0, I)                                               [B, latent]
-    (z ⊕ one-hot class) → decoder → likelihood parameters for x
+    z (⊕ one-hot class)                          → decoder → likelihood parameters for x
 
     loss per row = recon + w · KL(q(z|x) ‖ N(0, I)),   w = β · min(1, step / kl_warmup_steps)
 
@@ -15,7 +15,12 @@ and checkpointed, so a resumed run continues the schedule exactly); evaluation u
 β. In eval mode ε comes from a fixed-seed generator, so the validation loss is a
 deterministic single-sample estimate.
 
-The encoder and decoder are the autoencoder's blocks (models/autoencoder.py).
+The encoder and decoder are the autoencoder's blocks (models/autoencoder.py). A
+class-conditional VAE (``condition``) feeds the one-hot class to every stage of both: as
+constant feature maps joined to the input of each (transposed) convolution, and as
+features of the linear layers (every layer of the MLP blocks). No stage has to read the
+class out of z, so the latent need not carry it and can hold the style (stroke, slant,
+width); ``β`` and ``latent`` set how much it holds.
 
     >>> from layerwise.config import VAEConfig
     >>> desc = {"numeric_dim": 4, "category_sizes": [], "images": {}}
@@ -52,8 +57,8 @@ class VAE(GenerativeModel):
             raise ConfigError("model.likelihood bernoulli models pixels in [0, 1]; use "
                               "likelihood: gaussian for numeric inputs")
         k = self.spec.classes  # one-hot width of the class (0: unconditional)
-        self.encoder = make_encoder(self.spec, cfg, 2 * cfg.latent, extra=k)
-        self.decoder = make_decoder(self.spec, cfg, cfg.latent + k)
+        self.encoder = make_encoder(self.spec, cfg, 2 * cfg.latent, cond=k)
+        self.decoder = make_decoder(self.spec, cfg, cfg.latent, cond=k)
         if cfg.likelihood == "gaussian":  # a learned scale per channel / per column
             shape = (1, self.spec.shape[0], 1, 1) if self.spec.is_image \
                 else (1, self.spec.shape[0])
@@ -79,7 +84,7 @@ class VAE(GenerativeModel):
         return mu, logvar.clamp(-30.0, 20.0), c
 
     def _decode(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        return self.decoder(z if c is None else torch.cat([z, c.to(z.dtype)], dim=1))
+        return self.decoder(z, None if c is None else c.to(z.dtype))
 
     def _to_data(self, out: torch.Tensor) -> torch.Tensor:
         """Decoder output → the likelihood's mean in data units (pixels for images)."""

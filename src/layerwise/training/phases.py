@@ -127,7 +127,9 @@ class Phases:
             state.phase_sums[k] = state.phase_sums.get(k, 0.0) + v
         return total
 
-    @staticmethod
-    def epoch_logs(state: Any) -> dict[str, float]:
+    def epoch_logs(self, state: Any) -> dict[str, float]:
+        """Per-phase means of the epoch's losses and logs, and each phase's learning rate."""
         n = max(1, state.epoch_loss_n)
-        return {f"train_{k}": v / n for k, v in state.phase_sums.items()}
+        logs = {f"train_{k}": v / n for k, v in state.phase_sums.items()}
+        logs.update({f"lr_{p}": o.param_groups[0]["lr"] for p, o in self.optimizer.opts.items()})
+        return logs

@@ -376,7 +376,7 @@ class Trainer:
             for cb in callbacks:
                 cb.on_validation_end(self, st.epoch, val)
         if self._phases is not None:
-            logs.update(Phases.epoch_logs(st))
+            logs.update(self._phases.epoch_logs(st))
         logs.update(self._grad_norm_logs())
         self.history.append(logs)
         self._early_stopping(model, logs)
@@ -421,6 +421,8 @@ class Trainer:
             b = _batch_len(targets, inputs)
             total += float(loss) * b
             n += b
+            if hasattr(model, "compact"):  # e.g. language models: per-row sums, not logits
+                out = model.compact(out, targets)
             outs.append(_to(out, torch.device("cpu"), False))
             tgts.append(_to(targets, torch.device("cpu"), False))
         model.train(was)
