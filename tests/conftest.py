@@ -10,6 +10,11 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# generative runs train and cache a judge classifier: keep the tests' judges out of ~/.cache
+if "LAYERWISE_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["LAYERWISE_CACHE"] = tempfile.mkdtemp(prefix="layerwise-test-cache-")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 TINY_MLP: dict[str, Any] = {
