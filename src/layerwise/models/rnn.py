@@ -32,6 +32,21 @@ from layerwise.models.registry import register_model
 _CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
+
+def _recurrent(module: nn.Module, cfg: RNNConfig, in_size: int) -> None:
+    """Give ``module`` its recurrent stack (``rnn``, forget-gate bias 1 for LSTMs) and the
+    parts of its pooling over time (``dirs``, ``out_features``, ``pooling``, ``attention``)."""
+    module.rnn = _CELLS[cfg.cell](in_size, cfg.hidden, num_layers=cfg.layers,
+                                  batch_first=True, bidirectional=cfg.bidirectional,
+                                  dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+    module.dirs = 2 if cfg.bidirectional else 1
+    module.out_features = cfg.hidden * module.dirs
+    module.pooling = cfg.pooling
+    module.attention = AttentionPool(module.out_features) if cfg.pooling == "attention" \
+        else None
+    if cfg.cell == "lstm":
+        _forget_bias_one(module.rnn, cfg.hidden)
+
 class SequenceEncoder(nn.Module):
     """One text input: embedding → recurrent stack → pooled vector ``[B, H·dirs]``."""
 
@@ -40,16 +55,7 @@ class SequenceEncoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id)
         self.drop = nn.Dropout(cfg.dropout)
         self.cell = cfg.cell
-        self.rnn = _CELLS[cfg.cell](cfg.embedding_dim, cfg.hidden, num_layers=cfg.layers,
-                                    batch_first=True, bidirectional=cfg.bidirectional,
-                                    dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-        self.dirs = 2 if cfg.bidirectional else 1
-        self.out_features = cfg.hidden * self.dirs
-        self.pooling = cfg.pooling
-        self.attention = AttentionPool(self.out_features) if cfg.pooling == "attention" \
-            else None
-        if cfg.cell == "lstm":
-            _forget_bias_one(self.rnn, cfg.hidden)
+        _recurrent(self, cfg, cfg.embedding_dim)
 
     def forward(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
         ids, lengths, mask = trim(text)                       # [B, T], [B], [B, T]
@@ -91,16 +97,7 @@ class WindowEncoder(nn.Module):
 
     def __init__(self, cfg: RNNConfig, channels: int) -> None:
         super().__init__()
-        self.rnn = _CELLS[cfg.cell](channels, cfg.hidden, num_layers=cfg.layers,
-                                    batch_first=True, bidirectional=cfg.bidirectional,
-                                    dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-        self.dirs = 2 if cfg.bidirectional else 1
-        self.out_features = cfg.hidden * self.dirs
-        self.pooling = cfg.pooling
-        self.attention = AttentionPool(self.out_features) if cfg.pooling == "attention" \
-            else None
-        if cfg.cell == "lstm":
-            _forget_bias_one(self.rnn, cfg.hidden)
+        _recurrent(self, cfg, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         states, h_n = self.rnn(x)                              # [B, L, H·dirs]
