@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,49 @@ def test_diversity_counts_same_class_pairs_so_a_collapsed_class_shows() -> None:
     assert mean_pairwise_distance(collapsed, labels) == 0
     spread = torch.tensor([[0.0], [1.0], [5.0], [7.0]])
     assert mean_pairwise_distance(spread, labels) == 1.5
+
+
+def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path: Path) -> None:
+    """A real ``kill -9`` of ``layerwise train`` on a GAN (two optimizers, two schedules,
+    EMA weights) at a random moment of its training, then ``--resume``: the final weights
+    equal those of a run never interrupted."""
+    import random
+    import signal
+    import subprocess
+
+    import yaml
+
+    from tests.test_training_exact import _cli, _wait_for, assert_identical, weights
+
+    cfg = {"name": "gan", "seed": 0, "data": {"dataset": "digits", "limit": 600},
+           "inputs": [{"name": "image", "type": "image"}],
+           "model": {"family": "gan", "channels": [8, 16], "latent": 8, "ema": 0.9},
+           "train": {"epochs": 4, "batch_size": 16, "checkpoint_every": 3, "threads": 1,
+                     "progress": "quiet", "schedule": {"name": "cosine"},
+                     "optimizers": {"generator": {"name": "adam", "lr": 0.0005,
+                                                  "betas": [0.5, 0.9]}}}}
+    path = tmp_path / "gan.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    ref = tmp_path / "ref"
+    proc = subprocess.Popen(_cli("train", str(path), "--output", str(ref), "-q"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for(ref / "checkpoints" / "last.ckpt", proc)
+    start = time.monotonic()
+    _wait_for(ref / "model", proc)
+    window = time.monotonic() - start
+    assert proc.wait() == 0
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cli("train", str(path), "--output", str(run), "-q"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for(run / "checkpoints" / "last.ckpt", proc)
+    time.sleep(random.Random().uniform(0.0, 0.6 * window))
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    if (run / "model").exists():
+        pytest.fail("training finished before the kill")
+    out = subprocess.run(_cli("train", str(path), "--output", str(run), "--resume", "-q"),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    a, b = weights(ref / "model"), weights(run / "model")
+    assert any("ema" in k or "shadow" in k for k in a)  # the EMA copy is part of the weights
+    assert_identical(a, b)
