@@ -107,7 +107,7 @@ def get_judge(cfg: Any) -> tuple[Judge, Dataset]:
     ds = build(jcfg)
     torch.manual_seed(0)
     model = build_model(jcfg.model, jcfg.outputs, ds.schema.describe())
-    if (where / "weights.safetensors").is_file() and (where / "judge.json").is_file():
+    if (where / "judge.json").is_file():  # written last (see below)
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(where / "weights.safetensors"))
@@ -129,12 +129,16 @@ def get_judge(cfg: Any) -> tuple[Judge, Dataset]:
                              enc.vocab)["accuracy"]  # type: ignore[attr-defined]
         meta = {"test_accuracy": acc, "train_rows": len(rows), "seconds": round(seconds, 1),
                 "recipe": RECIPE, "key": key_src}
-        where.mkdir(parents=True, exist_ok=True)
-        from safetensors.torch import save_file
+        # atomic writes, the weights first: a process that finds judge.json finds whole
+        # weights, even while another one trains the same judge
+        from safetensors.torch import save
 
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(where / "weights.safetensors"))
-        (where / "judge.json").write_text(json.dumps(meta, indent=2))
+        from layerwise.training.checkpoint import atomic_write
+
+        blob = save({k: v.contiguous() for k, v in model.state_dict().items()})
+        atomic_write(where / "weights.safetensors", lambda f: f.write(blob))
+        atomic_write(where / "judge.json", lambda f: f.write(json.dumps(meta, indent=2)
+                                                             .encode()))
     enc_img = ds.schema.images[0]
     judge = Judge(model, jcfg.inputs[0].name, label,
                   [str(v) for v in ds.schema.outputs[0].vocab],  # type: ignore[attr-defined]
