@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from layerwise.config.base import _Strict
+from layerwise.config.base import _Strict, check_heads
 from layerwise.config.generative import (
     GENERATIVE_FAMILIES,
     AutoencoderConfig,
@@ -260,12 +260,7 @@ class TransformerConfig(_Strict):
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TransformerConfig:
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model must be a multiple of heads; got d_model={self.d_model}"
-                             f", heads={self.heads}")
-        if self.positions == "rotary" and (self.d_model // self.heads) % 2:
-            raise ValueError("rotary positions need an even head width (d_model / heads); got "
-                             f"{self.d_model // self.heads}")
+        check_heads(self.d_model, self.heads, self.positions)
         return self
 
 
