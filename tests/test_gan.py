@@ -240,3 +240,23 @@ def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path: Path) -> None
     a, b = weights(ref / "model"), weights(run / "model")
     assert any("ema" in k or "shadow" in k for k in a)  # the EMA copy is part of the weights
     assert_identical(a, b)
+
+
+def test_minibatch_std_sees_a_batch_without_variety() -> None:
+    from layerwise.models.gan import MinibatchStd
+
+    layer = MinibatchStd(group=4)
+    same = torch.ones(8, 3, 2, 2)
+    varied = torch.randn(8, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    out_same, out_varied = layer(same), layer(varied)
+    assert out_same.shape == (8, 4, 2, 2)
+    assert torch.equal(out_same[:, :3], same)  # the input passes through
+    assert float(out_same[:, 3].max()) < 1e-3 < float(out_varied[:, 3].min())
+    # a batch size not divisible by the group still works (groups of gcd(b, 4))
+    assert layer(torch.randn(6, 3, 2, 2)).shape == (6, 4, 2, 2)
+    model = gan(minibatch_std=True)
+    assert any(isinstance(m, MinibatchStd) for m in model.discriminator.modules())
+    loss, _ = model.phase_loss("discriminator", data().inputs)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.discriminator.parameters()
+               if p.grad is not None)

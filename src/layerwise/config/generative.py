@@ -76,6 +76,9 @@ class GANConfig(_Generative):
     loss: Literal["non_saturating", "hinge"] = "non_saturating"
     spectral_norm: bool = Field(False, description="spectral normalisation in the "
                                 "discriminator")
+    minibatch_std: bool = Field(False, description="images: the discriminator also sees the "
+                                "spread of its batch (a minibatch standard-deviation feature "
+                                "map), which penalises generators that make one image")
     discriminator_steps: int = Field(1, gt=0, description="discriminator updates per "
                                      "generator update")
     ema: float | None = Field(0.999, gt=0.0, lt=1.0, description="decay of an exponential "

@@ -36,6 +36,7 @@ conditional model; falling towards 0 = mode collapse).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -120,11 +121,28 @@ class Generator(nn.Module):
         return h
 
 
+class MinibatchStd(nn.Module):
+    """Appends one feature map: the mean over features of the standard deviation across
+    groups of rows (Karras et al. 2018). A batch of near-identical fakes has a spread unlike
+    real data's, so the discriminator can tell, and the generator is pushed to vary."""
+
+    def __init__(self, group: int = 4) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = math.gcd(b, self.group)  # rows i, i+m, i+2m, ... form a group (m = b / g)
+        spread = x.float().view(g, b // g, c, h, w).var(0, unbiased=False).add(1e-8).sqrt()
+        feat = spread.mean(dim=(1, 2, 3)).repeat(g).to(x.dtype)  # [b], row order kept
+        return torch.cat([x, feat.view(b, 1, 1, 1).expand(b, 1, h, w)], 1)
+
+
 class Discriminator(nn.Module):
     """Data (and a class) → one score (a logit) per row ``[B]``."""
 
     def __init__(self, shape: tuple[int, ...], channels: list[int], hidden: list[int],
-                 classes: int, sn: bool) -> None:
+                 classes: int, sn: bool, minibatch_std: bool = False) -> None:
         super().__init__()
         norm = spectral_norm if sn else (lambda m: m)
         layers: list[nn.Module] = []
@@ -134,7 +152,10 @@ class Discriminator(nn.Module):
                 layers += [norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
                 a = b
             scale = 2 ** len(channels)
-            features = channels[-1] * (shape[1] // scale) * (shape[2] // scale)
+            top = channels[-1] + (1 if minibatch_std else 0)
+            if minibatch_std:
+                layers.append(MinibatchStd())
+            features = top * (shape[1] // scale) * (shape[2] // scale)
             layers.append(nn.Flatten())
         else:
             a = shape[0]
@@ -175,7 +196,7 @@ class GAN(GenerativeModel):
         self.generator = Generator(cfg.latent, shape, list(cfg.channels), list(cfg.hidden),
                                    classes)
         self.discriminator = Discriminator(shape, list(cfg.channels), list(cfg.hidden),
-                                           classes, cfg.spectral_norm)
+                                           classes, cfg.spectral_norm, cfg.minibatch_std)
         self.ema = EMA(self.generator, cfg.ema) if cfg.ema else None
         # the discriminator takes `discriminator_steps` updates per generator update
         self.phases = ("discriminator",) * cfg.discriminator_steps + ("generator",)
