@@ -8,7 +8,6 @@ from pydantic import Field, model_validator
 
 from layerwise.config.base import _Strict, check_heads
 from layerwise.config.generative import (
-    GENERATIVE_FAMILIES,
     AutoencoderConfig,
     DiffusionConfig,
     GANConfig,
@@ -370,8 +369,8 @@ class Config(_Strict):
         return self
 
     def _check_roles(self) -> None:
-        family = self.model.family
-        if family not in GENERATIVE_FAMILIES:
+        model, family = self.model, self.model.family
+        if not isinstance(model, AutoencoderConfig | VAEConfig | GANConfig | DiffusionConfig):
             if not self.outputs:
                 raise ValueError(f"outputs: model family {family} needs at least one output")
             return
@@ -380,10 +379,10 @@ class Config(_Strict):
                              f"remove outputs ({', '.join(o.name for o in self.outputs)}) or "
                              "give the column a role (model.condition, model.anomaly.label)")
         kinds = {f.name: f.type for f in self.inputs}
-        roles = {"model.condition": self.model.condition,
-                 "model.quality_label": self.model.quality_label,
-                 "model.anomaly.label": getattr(getattr(self.model, "anomaly", None), "label",
-                                                None)}
+        anomaly = model.anomaly if isinstance(model, AutoencoderConfig) else None
+        roles = {"model.condition": model.condition,
+                 "model.quality_label": model.quality_label,
+                 "model.anomaly.label": anomaly.label if anomaly is not None else None}
         categories = sorted(k for k, t in kinds.items() if t == "category")
         for key, name in roles.items():
             if name is not None and kinds.get(name) != "category":
