@@ -17,18 +17,15 @@ from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
 import layerwise as lw
-from layerwise import artifact as art
-from layerwise.api import build_for
 from layerwise.cli import app
 from layerwise.config import ModelConfig, SequenceOutput, parse
 from layerwise.data import dates
-from layerwise.data.build import build
 from layerwise.data.seq2seq import SequenceEncoder
 from layerwise.errors import ConfigError, DataError
 from layerwise.inference import seq2seq
 from layerwise.inference.predictor import Predictor
 from layerwise.models import build_model
-from layerwise.training import Trainer
+from tests.model_helpers import in_memory_and_loaded
 
 AWKWARD = ["", "☃☃ never seen ☃☃", "abc" * 300, "ABC"]
 
@@ -246,16 +243,9 @@ def test_a_tiny_model_learns_and_reports_exact_match(trained: tuple[Any, Path]) 
 def test_a_loaded_model_predicts_like_the_in_memory_one_on_raw_strings(
         trained: tuple[Any, Path]) -> None:
     run, tmp = trained
-    cfg = parse(tiny_config(tmp / "copy.csv"))
-    cfg.train.epochs = 1
-    ds = build(cfg)
-    model = build_for(cfg, ds)
-    Trainer(cfg.train).fit(model, ds.train)
-    model.eval()
-    art.save(tmp / "m", config=cfg, schema=ds.schema, model=model)
-    in_memory = Predictor(art.Artifact(tmp / "m", cfg, ds.schema, model, {}))
+    in_memory, loaded_copy = in_memory_and_loaded(parse(tiny_config(tmp / "copy.csv")), tmp)
     texts = ["abc", "fed", "ab", "cafe"] + AWKWARD
-    a, b = in_memory.predict(texts), Predictor.load(tmp / "m").predict(texts)
+    a, b = in_memory.predict(texts), loaded_copy.predict(texts)
     assert [p["tgt"] for p in a] == [p["tgt"] for p in b]
     assert np.allclose([p["tgt_probability"] for p in a], [p["tgt_probability"] for p in b])
     # the trained model: right answers, and one row at a time gives the batch's answer

@@ -13,15 +13,12 @@ import pytest
 import torch
 
 import layerwise as lw
-from layerwise import artifact as art
-from layerwise.api import build_for
 from layerwise.config import parse
 from layerwise.data.build import build
 from layerwise.data.series import clean, windows
 from layerwise.data.table import Table
 from layerwise.errors import ConfigError, DataError
-from layerwise.inference.predictor import Predictor
-from layerwise.training import Trainer
+from tests.model_helpers import in_memory_and_loaded
 
 
 @pytest.fixture(autouse=True)
@@ -218,14 +215,7 @@ def test_a_loaded_forecaster_predicts_exactly_like_the_in_memory_one(
     path = write(tmp_path / "s.csv", months(120), seasonal(120),
                  {"x": [i % 5 for i in range(120)]})
     cfg = parse({**config(path, exogenous=["x"]), "model": model_cfg})
-    cfg.train.epochs = 2
-    ds = build(cfg)
-    model = build_for(cfg, ds)
-    Trainer(cfg.train).fit(model, ds.train)
-    model.eval()
-    art.save(tmp_path / "m", config=cfg, schema=ds.schema, model=model)
-    in_memory = Predictor(art.Artifact(tmp_path / "m", cfg, ds.schema, model, {}))
-    loaded = Predictor.load(tmp_path / "m")
+    in_memory, loaded = in_memory_and_loaded(cfg, tmp_path, epochs=2)
     rows = {"month": months(40), "y": seasonal(40), "x": [i % 5 for i in range(40)]}
     a, b = in_memory.predict(rows), loaded.predict(rows)
     assert a == b and len(a[0]["y"]) == 3

@@ -12,15 +12,12 @@ import pytest
 import torch
 
 import layerwise as lw
-from layerwise import artifact as art
-from layerwise.api import build_for
 from layerwise.config import parse
 from layerwise.data.build import build
 from layerwise.data.sequence_sets import pos_grammar
 from layerwise.errors import ConfigError, DataError
-from layerwise.inference.predictor import Predictor
 from layerwise.models.sequence_heads import TagsHead
-from layerwise.training import Trainer
+from tests.model_helpers import in_memory_and_loaded
 
 AWKWARD = ["They duck under the light table .", "", "Zork ☃ likes a duck !",
            "the duck " * 100]
@@ -137,15 +134,7 @@ def test_tagger_end_to_end(corpus: Path, tmp_path: Path, model: dict[str, Any]) 
 
 def test_a_loaded_tagger_predicts_exactly_like_the_in_memory_one(
         corpus: Path, tmp_path: Path) -> None:
-    cfg = parse(config(corpus, TRANSFORMER))
-    cfg.train.epochs = 1
-    ds = build(cfg)
-    model = build_for(cfg, ds)
-    Trainer(cfg.train).fit(model, ds.train)
-    model.eval()
-    art.save(tmp_path / "m", config=cfg, schema=ds.schema, model=model)
-    in_memory = Predictor(art.Artifact(tmp_path / "m", cfg, ds.schema, model, {}))
-    loaded = Predictor.load(tmp_path / "m")
+    in_memory, loaded = in_memory_and_loaded(parse(config(corpus, TRANSFORMER)), tmp_path)
     a, b = in_memory.predict(AWKWARD), loaded.predict(AWKWARD)
     assert [p["tags"]["tags"] for p in a] == [p["tags"]["tags"] for p in b]
     assert np.allclose(a[0]["tags"]["probabilities"], b[0]["tags"]["probabilities"])

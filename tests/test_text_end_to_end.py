@@ -12,12 +12,10 @@ import pytest
 import torch
 
 import layerwise as lw
-from layerwise import artifact as art
 from layerwise.api import build_for
 from layerwise.config import parse
 from layerwise.data.build import build
-from layerwise.inference.predictor import Predictor
-from layerwise.training import Trainer
+from tests.model_helpers import in_memory_and_loaded
 
 GOOD = ["love", "great", "happy", "wonderful"]
 BAD = ["hate", "awful", "sad", "terrible"]
@@ -85,15 +83,8 @@ def test_a_loaded_model_predicts_exactly_like_the_in_memory_one(
                              "positions": "sinusoidal"},
              "rnn": {"family": "rnn", "cell": "gru", "embedding_dim": 8, "hidden": 8,
                      "pooling": "attention"}}[family]
-    cfg = parse(config(reviews, small, tokenizer))
-    cfg.train.epochs = 1
-    ds = build(cfg)
-    model = build_for(cfg, ds)
-    Trainer(cfg.train).fit(model, ds.train)
-    model.eval()
-    art.save(tmp_path / "m", config=cfg, schema=ds.schema, model=model)
-    in_memory = Predictor(art.Artifact(tmp_path / "m", cfg, ds.schema, model, {}))
-    loaded = Predictor.load(tmp_path / "m")
+    in_memory, loaded = in_memory_and_loaded(parse(config(reviews, small, tokenizer)),
+                                             tmp_path)
     a, b = in_memory.predict(AWKWARD), loaded.predict(AWKWARD)
     assert [p["label"] for p in a] == [p["label"] for p in b]
     assert np.allclose([list(p["label_probabilities"].values()) for p in a],
