@@ -10,7 +10,7 @@ from layerwise import artifact as art
 from layerwise.api import build_for
 from layerwise.data.build import build
 from layerwise.inference.predictor import Predictor
-from layerwise.training import Trainer
+from layerwise.training import Callback, Trainer
 
 
 def in_memory_and_loaded(cfg: Any, where: Path, epochs: int = 1) -> tuple[Predictor,
@@ -24,3 +24,14 @@ def in_memory_and_loaded(cfg: Any, where: Path, epochs: int = 1) -> tuple[Predic
     art.save(where / "m", config=cfg, schema=ds.schema, model=model)
     in_memory = Predictor(art.Artifact(where / "m", cfg, ds.schema, model, {}))
     return in_memory, Predictor.load(where / "m")
+
+
+class Crash(Callback):
+    """Raise once training reaches optimizer step ``at``, as a crash would."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, trainer: Any, step: int, loss: Any) -> None:
+        if step >= self.at:
+            raise RuntimeError("simulated crash")

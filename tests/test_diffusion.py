@@ -15,7 +15,8 @@ from layerwise.config.generative import DiffusionConfig
 from layerwise.data.batching import TensorData
 from layerwise.errors import ConfigError
 from layerwise.models.diffusion import Diffusion, eps_from_v, noise_schedule, v_from, x0_from_v
-from layerwise.training import Callback, Trainer
+from layerwise.training import Trainer
+from tests.model_helpers import Crash
 
 DESC: dict[str, Any] = {"images": {"image": (1, 8, 8)}, "category_names": ["label"],
                         "category_sizes": [4], "image_stats": {"image": {"mean": [0.5],
@@ -209,15 +210,6 @@ def test_bad_configs_are_clear_errors() -> None:
         Diffusion(DiffusionConfig(family="diffusion"), {"numeric_dim": 4})
     with pytest.raises(ValueError, match="sample_steps"):
         DiffusionConfig(family="diffusion", timesteps=10, sample_steps=20)
-
-
-class Crash(Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, trainer: Any, step: int, loss: Any) -> None:
-        if step == self.at:
-            raise RuntimeError("simulated crash")
 
 
 @pytest.mark.parametrize("crash_step", [3, 8])

@@ -15,7 +15,8 @@ from layerwise.data.batching import TensorData
 from layerwise.errors import ConfigError
 from layerwise.models import build_model
 from layerwise.models.gan import discriminator_loss, generator_loss
-from layerwise.training import Callback, Trainer
+from layerwise.training import Trainer
+from tests.model_helpers import Crash
 
 DESC: dict[str, Any] = {
     "numeric_dim": 0, "category_sizes": [4], "category_names": ["label"],
@@ -120,15 +121,6 @@ def test_separate_learning_rates_and_discriminator_steps() -> None:
                 "train_d_fake_acc", "train_loss_ratio", "train_diversity", "val_loss",
                 "val_d_real_acc", "val_d_fake_acc"):
         assert key in last and torch.isfinite(torch.tensor(last[key])), key
-
-
-class Crash(Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, trainer: Any, step: int, loss: Any) -> None:
-        if step == self.at:
-            raise RuntimeError("simulated crash")
 
 
 def _train(tmp: Path, *, resume: bool = False, crash: int | None = None

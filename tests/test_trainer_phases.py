@@ -11,7 +11,8 @@ from torch import nn
 
 from layerwise.config import TrainConfig
 from layerwise.errors import ConfigError, NonFiniteError
-from layerwise.training import Callback, Trainer
+from layerwise.training import Trainer
+from tests.model_helpers import Crash
 
 
 class TwoPlayer(nn.Module):
@@ -100,15 +101,6 @@ def test_non_finite_phase_is_skipped_then_aborts() -> None:
     model.poison = True
     with pytest.raises(NonFiniteError, match="phase"):
         Trainer(config(max_nonfinite_steps=3)).fit(model, data())
-
-
-class Crash(Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, trainer: Any, step: int, loss: Any) -> None:
-        if step == self.at:
-            raise RuntimeError("simulated crash")
 
 
 @pytest.mark.parametrize("crash_step", [3, 6])

@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from layerwise.api import train
-from layerwise.training import Callback
+from tests.model_helpers import Crash
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -43,17 +43,6 @@ def test_different_seed_gives_different_weights(tiny_mlp: dict[str, Any], tmp_pa
     r2 = train(tiny_mlp, output=tmp_path / "b")
     w1, w2 = weights(r1.model_dir), weights(r2.model_dir)
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)
-
-
-class Crash(Callback):
-    """Raise at a given optimizer step, as a crash would."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, trainer: Any, step: int, loss: Any) -> None:
-        if step == self.at:
-            raise RuntimeError("simulated crash")
 
 
 @pytest.mark.parametrize("crash_step", [3, 6, 11])
