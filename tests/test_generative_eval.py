@@ -113,3 +113,15 @@ def test_write_grid_keeps_pixel_values(tmp_path: Path) -> None:
     arr = np.asarray(Image.open(tmp_path / "g.png"))
     assert arr.shape[1] == 2 * arr.shape[0]
     assert arr[:, : arr.shape[1] // 2].max() == 0 and arr[:, arr.shape[1] // 2:].min() == 255
+
+
+def test_judging_without_held_out_rows_is_a_clear_error() -> None:
+    import dataclasses
+
+    from layerwise.errors import ConfigError
+
+    ds = build(_cfg())
+    empty = dataclasses.replace(ds, test=None, validation=None)
+    with pytest.raises(ConfigError, match="no test or validation rows"):
+        judge_mod.held_out(empty)
+    assert judge_mod.held_out(ds) is ds.test

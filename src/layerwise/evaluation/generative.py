@@ -50,18 +50,16 @@ def prepare(cfg: Any, ds: Dataset) -> Dataset:
                           f"{anomaly.label!r} does not have; its values: {vocab}")
     normal = torch.tensor([vocab.index(v) for v in anomaly.normal])
 
-    def keep(data: TensorData | None) -> TensorData | None:
-        if data is None:
-            return None
+    def keep(data: TensorData) -> TensorData:
         mask = torch.isin(data.inputs["category"][:, j], normal)
         return data.subset(torch.nonzero(mask).flatten())
 
     train = keep(ds.train)
-    assert train is not None
     if not len(train):
         raise ConfigError(f"no training rows have {anomaly.label} in {anomaly.normal}")
     info = {**ds.info, "anomaly": {"normal": anomaly.normal, "train_rows": len(train)}}
-    return dataclasses.replace(ds, train=train, validation=keep(ds.validation), info=info)
+    validation = keep(ds.validation) if ds.validation is not None else None
+    return dataclasses.replace(ds, train=train, validation=validation, info=info)
 
 
 def is_normal(cfg: Any, ds: Dataset, data: TensorData) -> torch.Tensor:

@@ -36,6 +36,7 @@ from layerwise.config import (
 )
 from layerwise.data.batching import TensorData
 from layerwise.data.build import Dataset, Schema, build
+from layerwise.errors import ConfigError
 from layerwise.models import LayerwiseModel, build_model
 from layerwise.training import Trainer
 
@@ -119,8 +120,7 @@ def get_judge(cfg: Any) -> tuple[Judge, Dataset]:
         Trainer(jcfg.train).fit(model, ds.train.subset(rows))
         seconds = time.perf_counter() - t0
         model.eval()
-        test = ds.test if ds.test is not None else ds.validation
-        assert test is not None
+        test = held_out(ds)
         with torch.inference_mode():
             pred = torch.cat([model(_take(test, s, 1000))[label].argmax(1)
                               for s in range(0, len(test), 1000)])
@@ -144,6 +144,15 @@ def get_judge(cfg: Any) -> tuple[Judge, Dataset]:
                   [str(v) for v in ds.schema.outputs[0].vocab],  # type: ignore[attr-defined]
                   enc_img.mean, enc_img.std, meta)  # type: ignore[attr-defined]
     return judge, ds
+
+
+def held_out(ds: Dataset) -> TensorData:
+    """The rows the judge is scored and compared on: the test split, else validation."""
+    for part in (ds.test, ds.validation):
+        if part is not None and len(part):
+            return part
+    raise ConfigError("judging samples needs real held-out rows, but the data set has no "
+                      "test or validation rows; set data.split.test or data.test_path")
 
 
 def _take(data: TensorData, start: int, size: int) -> dict[str, torch.Tensor]:
@@ -184,8 +193,7 @@ def sample_quality(model: Any, cfg: Any, ds: Dataset | Schema, n: int = 1000, se
         return {"skipped": "no class column to train a judge on: set model.quality_label "
                            "(or model.condition) to a category input"}
     judge, jds = get_judge(cfg)
-    test = jds.test if jds.test is not None else jds.validation
-    assert test is not None
+    test = held_out(jds)
     g = torch.Generator().manual_seed(1234)
     n = min(n, len(test), len(jds.train))
     real_test = _pixels(judge, test, torch.randperm(len(test), generator=g)[:n])

@@ -32,11 +32,7 @@ def is_generative(p: Predictor) -> bool:
 
 
 def encode(p: Predictor, rows: Any) -> TensorData:
-    images = [e.name for e in p.schema.images]
-    if isinstance(rows, np.ndarray) and len(images) == 1:  # an array of images
-        table = Table({images[0]: rows if rows.ndim >= 3 else rows[None]}, "array")
-    else:
-        table = p.to_table(rows)
+    table = p.to_table(rows)
     missing = [e.name for e in p.schema.category if e.name not in table.columns]
     if missing:
         cols = dict(table.columns)

@@ -54,8 +54,9 @@ class Predictor:
             if images and p.suffix.lower() in sources.IMAGE_SUFFIXES:
                 return Table({images[0]: np.array([str(p)], dtype=object)}, str(p))
             return sources.read(p)
-        if isinstance(rows, np.ndarray) and len(images) == 1 and not self.schema.numeric \
-                and not self.schema.category:
+        if isinstance(rows, np.ndarray) and len(images) == 1 and not self.schema.numeric:
+            # an array of images; a category column it lacks is named when encoding (a
+            # generative model's role columns are filled in: inference/generative.py)
             arr = rows if rows.ndim >= 3 else rows[None]
             return Table({images[0]: arr}, "array")
         if hasattr(rows, "to_dict") and hasattr(rows, "columns"):  # pandas DataFrame

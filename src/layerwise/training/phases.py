@@ -28,34 +28,36 @@ from layerwise.errors import ConfigError, NonFiniteError
 from layerwise.training.optim import build_optimizer, build_scheduler
 
 
-class PhaseOptimizers:
-    """The optimizers of every phase, seen as one (state dict, param groups)."""
+class _ByPhase:
+    """Objects keyed by phase, saved and restored as one state dict."""
 
-    def __init__(self, opts: dict[str, torch.optim.Optimizer]) -> None:
-        self.opts = opts
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return next(iter(self.opts.values())).param_groups
+    def __init__(self, items: dict[str, Any]) -> None:
+        self.items = items
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: o.state_dict() for k, o in self.opts.items()}
+        return {k: o.state_dict() for k, o in self.items.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, o in self.opts.items():
+        for k, o in self.items.items():
             o.load_state_dict(state[k])
 
 
-class PhaseSchedulers:
-    def __init__(self, scheds: dict[str, Any]) -> None:
-        self.scheds = scheds
+class PhaseOptimizers(_ByPhase):
+    """The optimizers of every phase, seen as one (state dict, param groups)."""
 
-    def state_dict(self) -> dict[str, Any]:
-        return {k: s.state_dict() for k, s in self.scheds.items()}
+    @property
+    def opts(self) -> dict[str, torch.optim.Optimizer]:
+        return self.items
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, s in self.scheds.items():
-            s.load_state_dict(state[k])
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return next(iter(self.items.values())).param_groups
+
+
+class PhaseSchedulers(_ByPhase):
+    @property
+    def scheds(self) -> dict[str, Any]:
+        return self.items
 
 
 class Phases:
