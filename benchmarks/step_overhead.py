@@ -64,7 +64,7 @@ def hand_steps(kind: str, task: tb.Task, x: torch.Tensor, y: torch.Tensor) -> li
         cl = tb.CHOICES[task.name]["memory_format"] == "channels_last"
         if cl:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        tb.tuned_loop(task, model, x, y, cl, stamps)
+        tb.tuned_loop(task, model, x, y, cl, stamps, tb.CHOICES[task.name]["precision"])
     return stamps
 
 
@@ -89,6 +89,7 @@ def measure(task: tb.Task, reps: int) -> list[str]:
     label = {"layerwise": tb.LABELS["layerwise"], "tuned": tb.LABELS["tuned"],
              "plain": tb.LABELS["plain"]}
     rows = [f"### {task.name.upper()}: batch {task.batch}, {threads} torch thread(s), "
+            f"{tb.CHOICES[task.name]['precision']}, "
             f"{reps} interleaved runs of {task.n // task.batch} steps", "",
             "| loop | steps timed | median ms/step | p25 ms/step | median vs (c) |",
             "|---|---:|---:|---:|---:|"]
@@ -111,6 +112,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=None, help="interleaved runs per loop")
     args = p.parse_args()
     tb.THREADS = args.threads
+    print(f"machine: {tb.machine()}")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
     for name in [args.only] if args.only else list(SIZES):
         task, reps = SIZES[name]

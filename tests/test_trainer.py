@@ -26,8 +26,10 @@ def data(n: int = 128, d: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.T
 
 
 def cfg(**kw: Any) -> TrainConfig:
+    # these tests check fp32 arithmetic (accumulation equals a larger batch, early stopping
+    # restores exact weights, ...): precision is pinned, never left to the machine
     base: dict[str, Any] = {"epochs": 2, "batch_size": 16, "progress": "quiet",
-                            "checkpoint_every": 0}
+                            "checkpoint_every": 0, "precision": "fp32"}
     base.update(kw)
     return TrainConfig(**base)
 
@@ -246,11 +248,11 @@ def test_optimizers_reduce_the_loss(opt: str) -> None:
 def test_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
     model = nn.Conv2d(1, 2, 3)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
-    c = hardware.choose(cfg(device="cpu"), model, 10)
+    c = hardware.choose(cfg(device="cpu", precision="auto"), model, 10)
     assert c.precision == "fp32" and "no AMX" in c.reasons["precision"]
     assert c.memory_format == "channels_last"
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
-    c = hardware.choose(cfg(device="cpu"), model, 10)
+    c = hardware.choose(cfg(device="cpu", precision="auto"), model, 10)
     assert c.precision == "bf16" and "AMX" in c.reasons["precision"]
     c = hardware.choose(cfg(device="cpu", precision="fp32", memory_format="contiguous",
                             batching="loader"), model, 10)

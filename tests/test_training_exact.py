@@ -30,11 +30,40 @@ def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
         assert torch.equal(a[k], b[k]), f"tensor {k} differs"
 
 
-def test_same_seed_gives_bit_identical_weights(tiny_cnn: dict[str, Any], tmp_path: Path) -> None:
+# each precision is forced in turn, on every machine kind (bf16 is emulated, and slow, on
+# CPUs without AVX512_BF16, but these runs are small)
+PRECISIONS = ["fp32", "bf16"]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_same_seed_gives_bit_identical_weights(tiny_cnn: dict[str, Any], tmp_path: Path,
+                                               precision: str) -> None:
+    tiny_cnn["train"]["precision"] = precision
     r1 = train(tiny_cnn, output=tmp_path / "a")
     r2 = train(tiny_cnn, output=tmp_path / "b")
     assert_identical(weights(r1.model_dir), weights(r2.model_dir))
     assert r1.metrics["test"]["accuracy"] == r2.metrics["test"]["accuracy"]
+    assert r1.metrics["choices"]["precision"] == precision
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_same_seed_runs_in_separate_processes_write_byte_identical_weights(
+        tiny_cnn: dict[str, Any], tmp_path: Path, precision: str) -> None:
+    # the safetensors header was serialised in a per-process hash order: equal tensors,
+    # different bytes. A file hash must identify a model.
+    import hashlib
+
+    tiny_cnn["train"].update(precision=precision, epochs=1)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_cnn))
+    digests = []
+    for name in ("a", "b"):
+        out = subprocess.run(_cli("train", str(cfg), "--output", str(tmp_path / name), "-q"),
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        blob = (tmp_path / name / "model" / "model.safetensors").read_bytes()
+        digests.append(hashlib.sha256(blob).hexdigest())
+    assert digests[0] == digests[1]
 
 
 def test_different_seed_gives_different_weights(tiny_mlp: dict[str, Any], tmp_path: Path) -> None:
@@ -45,11 +74,12 @@ def test_different_seed_gives_different_weights(tiny_mlp: dict[str, Any], tmp_pa
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)
 
 
-@pytest.mark.parametrize("crash_step", [3, 6, 11])
+@pytest.mark.parametrize(("crash_step", "precision"),
+                         [(3, "fp32"), (6, "fp32"), (11, "fp32"), (6, "bf16")])
 def test_crash_and_resume_is_exact(tiny_cnn: dict[str, Any], tmp_path: Path,
-                                   crash_step: int) -> None:
+                                   crash_step: int, precision: str) -> None:
     # accumulation, augmentation and dropout all draw on state the checkpoint must carry
-    tiny_cnn["train"].update(epochs=3, checkpoint_every=2, accumulate=2,
+    tiny_cnn["train"].update(epochs=3, checkpoint_every=2, accumulate=2, precision=precision,
                              schedule={"name": "onecycle"},
                              early_stopping={"monitor": "val_accuracy", "patience": 5})
     ref = train(tiny_cnn, output=tmp_path / "ref")

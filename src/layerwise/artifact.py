@@ -15,7 +15,6 @@ type named in the metadata is registered.
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ import torch
 from layerwise.config import Config, parse
 from layerwise.data.build import Schema
 from layerwise.data.features import INPUT_ENCODERS, OUTPUT_ENCODERS
-from layerwise.errors import ArtifactError, ConfigError, UnsafeArtifactError
+from layerwise.errors import ArtifactError, ConfigError
+from layerwise.files import check_safetensors, load_safetensors, save_safetensors, write_text
 from layerwise.models import LayerwiseModel, build_model, model_names
-from layerwise.training.checkpoint import atomic_write
 
 FORMAT_VERSION = 1
 META = "layerwise.json"
@@ -52,11 +51,8 @@ def save(path: str | Path, *, config: Config, schema: Schema, model: torch.nn.Mo
          reference: dict[str, Any] | None = None, card: str | None = None,
          extra: dict[str, Any] | None = None) -> Path:
     """Write a model directory; each file is replaced atomically."""
-    from safetensors.torch import save as st_save
-
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {
         "format_version": FORMAT_VERSION,
         "library": "layerwise",
@@ -68,8 +64,7 @@ def save(path: str | Path, *, config: Config, schema: Schema, model: torch.nn.Mo
         "lineage": lineage or {},
         **(extra or {}),
     }
-    blob = st_save(tensors, metadata={"format": "pt", "library": "layerwise"})
-    atomic_write(out / WEIGHTS, lambda f: f.write(blob))
+    save_safetensors(out / WEIGHTS, model.state_dict())
     _write_text(out / META, json.dumps(meta, indent=2, default=_json_default))
     if reference is not None:
         _write_text(out / REFERENCE, json.dumps(reference, indent=2, default=_json_default))
@@ -78,8 +73,7 @@ def save(path: str | Path, *, config: Config, schema: Schema, model: torch.nn.Mo
     return out
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+_write_text = write_text
 
 
 def _json_default(o: Any) -> Any:
@@ -91,39 +85,9 @@ def _json_default(o: Any) -> Any:
 
 
 def check_weights_file(path: Path) -> None:
-    """Refuse anything that is not a well-formed safetensors file, without unpickling.
-
-    A safetensors file starts with its header length as 8 little-endian bytes, and those
-    can begin with 0x80 (a pickle's first byte) or "PK" (a zip's): 1 in 32 lengths has the
-    low byte 0x80. So the header is checked first, and only a file that is not safetensors
-    is named a pickle or a zip (:class:`UnsafeArtifactError`) or damaged
-    (:class:`ArtifactError`).
-    """
-    if not path.is_file():
-        raise ArtifactError(f"{path.parent}: no {WEIGHTS} (is this a layerwise model "
-                            "directory?)")
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ArtifactError(f"{path}: truncated weights file ({len(head)} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        fits = 0 < n <= min(size - 8, 100 * 2**20)
-        header = f.read(n) if fits else b""
-    try:
-        parsed = json.loads(header) if fits else None
-    except (ValueError, RecursionError):  # RecursionError: "[[[[...", nested too deep
-        parsed = None
-    if isinstance(parsed, dict):
-        return
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        kind = "a Python pickle" if head[:1] == b"\x80" else "a zip (torch.save) archive"
-        raise UnsafeArtifactError(f"{path}: is {kind}, not safetensors; pickled weights "
-                                  "can run code when loaded and are refused")
-    if not fits:
-        raise ArtifactError(f"{path}: truncated or not a safetensors file (header length "
-                            f"{n} does not fit a {size}-byte file)")
-    raise ArtifactError(f"{path}: not a safetensors file (the header is not a JSON object)")
+    """Refuse anything that is not a well-formed safetensors file (see
+    :func:`layerwise.files.check_safetensors`)."""
+    check_safetensors(path)
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
@@ -191,9 +155,6 @@ def rebuild(config: Config, schema: Schema) -> LayerwiseModel:
 
 def load(path: str | Path) -> Artifact:
     """Load a model directory safely; see the module docstring for the checks."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     p = Path(path)
     meta = read_meta(p)
     check_weights_file(p / WEIGHTS)
@@ -207,10 +168,7 @@ def load(path: str | Path) -> Artifact:
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{p / META}: the stored feature schema is invalid: {e}") from None
     model = rebuild(config, schema)
-    try:
-        tensors = load_file(str(p / WEIGHTS))
-    except (SafetensorError, OSError) as e:
-        raise ArtifactError(f"{p / WEIGHTS}: cannot read weights ({e})") from None
+    tensors = load_safetensors(p / WEIGHTS)
     missing = set(model.state_dict()) - set(tensors)
     unexpected = set(tensors) - set(model.state_dict())
     if missing or unexpected:

@@ -312,8 +312,10 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm")
     accumulate: int = Field(1, gt=0, description="micro-batches per optimizer step")
     early_stopping: EarlyStoppingConfig | None = None
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast where the hardware runs it fast (AMX/CUDA)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast where a short timing of the model's own "
+        "step shows it clearly faster (CPUs with AMX/AVX512_BF16) or on CUDA; fp16 (with a "
+        "gradient scaler) on GPUs without bf16")
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     batching: Literal["auto", "memory", "loader"] = Field(
         "auto", description="memory: index-slices of preloaded tensors; loader: DataLoader")
@@ -325,6 +327,9 @@ class TrainConfig(_Strict):
     progress: Literal["auto", "bar", "log", "quiet"] = "auto"
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: all cores)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if present")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the model: auto compiles on CUDA for runs of at "
+        "least 2,000 steps (on CPU it did not pay, see docs/benchmarks.md)")
 
 
 # ---------------------------------------------------------------------------- top level

@@ -129,13 +129,14 @@ class LoaderBatches(InMemoryBatches):
 
     def __init__(self, data: TensorData | torch.utils.data.Dataset, batch_size: int, *,  # type: ignore[type-arg]
                  shuffle: bool, seed: int = 0, drop_last: bool = False,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, pin_memory: bool = False) -> None:
         rows = data if isinstance(data, torch.utils.data.Dataset) else _Rows(data)
         self.rows = rows
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.n = len(rows)  # type: ignore[arg-type]
         self.drop_last = drop_last and self.n > batch_size
         self.num_workers = num_workers
+        self.pin_memory = pin_memory  # page-locked batches: non_blocking copies to a GPU
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tree, Tree]]:
         order = self._order(epoch).tolist()
@@ -144,7 +145,8 @@ class LoaderBatches(InMemoryBatches):
         # our own rows come pre-batched (one-row tensors); a user's Dataset yields samples
         collate = _collate if isinstance(self.rows, _Rows) else _default_collate
         loader = torch.utils.data.DataLoader(self.rows, batch_sampler=batches,
-                                             collate_fn=collate, num_workers=self.num_workers)
+                                             collate_fn=collate, num_workers=self.num_workers,
+                                             pin_memory=self.pin_memory)
         yield from loader
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,15 +35,12 @@ from layerwise.config import (
 from layerwise.data.batching import TensorData
 from layerwise.data.build import Dataset, Schema, build
 from layerwise.errors import ConfigError
+from layerwise.files import atomic_write, cache_root, load_safetensors, save_safetensors
 from layerwise.models import LayerwiseModel, build_model
 from layerwise.training import Trainer
 
 RECIPE = {"version": 1, "epochs": 3, "rows": 20000, "batch_size": 128, "lr": 0.003,
           "blocks": [32, 64, 128], "dense": 128}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LAYERWISE_CACHE") or Path.home() / ".cache" / "layerwise")
 
 
 class Judge:
@@ -109,9 +104,7 @@ def get_judge(cfg: Any) -> tuple[Judge, Dataset]:
     torch.manual_seed(0)
     model = build_model(jcfg.model, jcfg.outputs, ds.schema.describe())
     if (where / "judge.json").is_file():  # written last (see below)
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(where / "weights.safetensors"))
+        model.load_state_dict(load_safetensors(where / "weights.safetensors"))
         meta = json.loads((where / "judge.json").read_text())
     else:
         g = torch.Generator().manual_seed(0)
@@ -131,12 +124,7 @@ def get_judge(cfg: Any) -> tuple[Judge, Dataset]:
                 "recipe": RECIPE, "key": key_src}
         # atomic writes, the weights first: a process that finds judge.json finds whole
         # weights, even while another one trains the same judge
-        from safetensors.torch import save
-
-        from layerwise.training.checkpoint import atomic_write
-
-        blob = save({k: v.contiguous() for k, v in model.state_dict().items()})
-        atomic_write(where / "weights.safetensors", lambda f: f.write(blob))
+        save_safetensors(where / "weights.safetensors", model.state_dict())
         atomic_write(where / "judge.json", lambda f: f.write(json.dumps(meta, indent=2)
                                                              .encode()))
     enc_img = ds.schema.images[0]

@@ -31,10 +31,10 @@ import torch
 from layerwise import artifact as art
 from layerwise.config import RLConfig, parse
 from layerwise.errors import ArtifactError, ConfigError, DataError
+from layerwise.files import load_safetensors, save_safetensors, write_text
 from layerwise.models import model_names
 from layerwise.rl.env import ObsProcessor, RunningMeanStd
 from layerwise.rl.networks import ActorCritic, QNetwork, build_network
-from layerwise.training.checkpoint import atomic_write
 
 KIND = "policy"
 ALGOS = ("dqn", "ppo")
@@ -136,11 +136,8 @@ class Policy:
              lineage: dict[str, Any] | None = None, card: str | None = None,
              extra: dict[str, Any] | None = None) -> Path:
         """Write the policy directory; each file is replaced atomically."""
-        from safetensors.torch import save as st_save
-
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         meta = {
             "format_version": art.FORMAT_VERSION, "library": "layerwise", "kind": KIND,
             "algo": self.algo, "family": self.config.network.family,
@@ -152,8 +149,7 @@ class Policy:
                 "count": self.rms.count},
             "metrics": metrics or {}, "lineage": lineage or {}, **(extra or {}),
         }
-        blob = st_save(tensors, metadata={"format": "pt", "library": "layerwise"})
-        atomic_write(out / art.WEIGHTS, lambda f: f.write(blob))
+        save_safetensors(out / art.WEIGHTS, self.net.state_dict())
         _write_text(out / art.META, json.dumps(meta, indent=2))
         if card is not None:
             _write_text(out / art.CARD, card)
@@ -162,9 +158,6 @@ class Policy:
     @classmethod
     def load(cls, path: str | Path) -> Policy:
         """Load a policy directory safely (format version, safetensors, registered names)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         p = Path(path)
         meta = art.read_header(p)
         where = p / art.META
@@ -198,10 +191,7 @@ class Policy:
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"{where}: the stored spaces or statistics are invalid: "
                                 f"{e}") from None
-        try:
-            tensors = load_file(str(p / art.WEIGHTS))
-        except (SafetensorError, OSError) as e:
-            raise ArtifactError(f"{p / art.WEIGHTS}: cannot read weights ({e})") from None
+        tensors = load_safetensors(p / art.WEIGHTS)
         expected = net.state_dict()
         missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
         if missing or unexpected:
@@ -252,5 +242,4 @@ def _jsonable(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: fix(v) if k in ("low", "high") else v for k, v in spec.items()}
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+_write_text = write_text

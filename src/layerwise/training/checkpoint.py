@@ -1,4 +1,4 @@
-"""Atomic checkpoints: temp file, fsync, ``os.replace``, fsync of the folder.
+"""Atomic checkpoints (written through :func:`layerwise.files.atomic_write`).
 
 A checkpoint is a dict of tensors and plain values written with ``torch.save`` and read
 back only with ``weights_only=True`` (no arbitrary unpickling).
@@ -6,7 +6,6 @@ back only with ``weights_only=True`` (no arbitrary unpickling).
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -15,31 +14,9 @@ import numpy as np
 import torch
 
 from layerwise.errors import CheckpointError
+from layerwise.files import atomic_write
 
 CHECKPOINT = "last.ckpt"
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temp file next to ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some file systems cannot fsync a directory
-        pass
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

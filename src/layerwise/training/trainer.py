@@ -42,9 +42,20 @@ from layerwise.data.batching import InMemoryBatches, TensorData, Tree, make_batc
 from layerwise.errors import CheckpointError, ConfigError, NonFiniteError
 from layerwise.training import checkpoint as ckpt
 from layerwise.training.callbacks import Callback, LogLines, ProgressBar
-from layerwise.training.hardware import Choices, choose, forward_flops, threads_for
+from layerwise.training.hardware import (
+    SMALL_MODEL_FLOPS,
+    Choices,
+    choose,
+    compiled,
+    forward_flops,
+    grad_scaler,
+    idle_cores,
+    threads_for,
+)
 from layerwise.training.optim import build_optimizer, build_scheduler
 from layerwise.training.phases import Phases
+from layerwise.training.probe import choose_precision
+from layerwise.training.trees import as_data, batch_len, cat, contiguous, to_device
 
 Batch = tuple[Tree, Tree]
 
@@ -86,39 +97,6 @@ class FitResult:
         return self.state.samples / self.state.train_time if self.state.train_time else 0.0
 
 
-def _to(tree: Tree, device: torch.device, channels_last: bool) -> Tree:
-    if isinstance(tree, torch.Tensor):
-        if tree.device != device:
-            tree = tree.to(device, non_blocking=True)
-        if channels_last and tree.ndim == 4:
-            tree = tree.contiguous(memory_format=torch.channels_last)
-        return tree
-    if isinstance(tree, dict):
-        return {k: _to(v, device, channels_last) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return type(tree)(_to(v, device, channels_last) for v in tree)
-    return tree
-
-
-def _cat(parts: list[Tree]) -> Tree:
-    head = parts[0]
-    if isinstance(head, torch.Tensor):
-        return torch.cat(parts)
-    if isinstance(head, dict):
-        return {k: _cat([p[k] for p in parts]) for k in head}
-    return type(head)(_cat([p[i] for p in parts]) for i in range(len(head)))
-
-
-def as_data(data: Any) -> TensorData | InMemoryBatches | torch.utils.data.Dataset:  # type: ignore[type-arg]
-    """Accept TensorData, (inputs, targets) tuples, batches, or a torch Dataset."""
-    if isinstance(data, TensorData | InMemoryBatches | torch.utils.data.Dataset):
-        return data
-    if isinstance(data, tuple | list) and len(data) == 2:
-        return TensorData(data[0], data[1])
-    raise ConfigError("training data must be (inputs, targets), a TensorData, a batches "
-                      f"object or a torch Dataset; got {type(data).__name__}")
-
-
 class Trainer:
     """Train any ``nn.Module``; see the module docstring for an example."""
 
@@ -140,6 +118,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.should_stop = False
         self.steps_per_epoch = 0
+        self.choices: Choices | None = None   # set by fit: device, precision, threads, ...
         self._sigterm = False
 
     # -- the parts a subclass may override ------------------------------------------------
@@ -176,7 +155,13 @@ class Trainer:
         val_data = as_data(validation) if validation is not None else None
         size = nbytes(train_data.inputs) + nbytes(train_data.targets) \
             if isinstance(train_data, TensorData) else 0
-        self.choices = choices = choose(cfg, model, size)
+        saved = self._load_checkpoint() if self.resume else None
+        # a resumed run keeps the first run's choices: threads and precision change the
+        # arithmetic, and the resumed weights must equal an uninterrupted run's
+        kept = saved.get("choices") if saved else None
+        self.choices = choices = Choices.from_dict(kept) if kept else choose(cfg, model, size)
+        if kept and cfg.threads:  # threads may be changed on resume, by the user only
+            choices.threads, choices.reasons["threads"] = cfg.threads, "set in config"
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         device = torch.device(choices.device)
@@ -185,11 +170,6 @@ class Trainer:
         if channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         batches = self._batches(train_data, choices, shuffle=True, device=device)
-        if cfg.threads is None and device.type == "cpu":
-            inputs, _ = _to(next(iter(batches.epoch(0))), device, channels_last)
-            flops = forward_flops(model, lambda: model(inputs))
-            choices.threads, choices.reasons["threads"] = threads_for(flops, choices.threads)
-        torch.set_num_threads(choices.threads)
         val_batches = self._batches(val_data, choices, shuffle=False, device=device,
                                     batch_size=cfg.batch_size * 4) if val_data else None
         self.steps_per_epoch = math.ceil(len(batches) / cfg.accumulate)
@@ -205,6 +185,11 @@ class Trainer:
                                   "use train.optimizer")
             opt = build_optimizer(params, cfg.optimizer)
             sched = build_scheduler(opt, cfg.schedule, total_steps, self.steps_per_epoch)
+        if not kept:  # after the config checks above: they must fail first, and fast
+            self._probe(model, batches, channels_last, device)
+        torch.set_num_threads(choices.threads)
+        self._scaler = grad_scaler(choices, device)
+        self._forward = compiled(model, cfg.compile, device, total_steps, choices)
         self._on_step_end = getattr(model, "on_step_end", None)
         if self.augment is None:
             self.augment = Augmenter({}, cfg.seed)
@@ -215,9 +200,8 @@ class Trainer:
         self._best_state: dict[str, torch.Tensor] | None = None
         self.history = []
         self.state = TrainState()
-        if self.resume:
-            self._restore(model, opt, sched)
-        self._check_precision(model, batches, channels_last, device)
+        if saved is not None:
+            self._restore(model, opt, sched, saved)
         callbacks = self.callbacks + self._progress_callbacks()
         for cb in callbacks:
             cb.on_fit_start(self, model)
@@ -237,17 +221,57 @@ class Trainer:
             cb.on_fit_end(self, result)
         return result
 
+    def _probe(self, model: nn.Module, batches: InMemoryBatches, channels_last: bool,
+               device: torch.device) -> None:
+        """Settle threads and precision on the model's first batch (new runs only)."""
+        cfg, c = self.config, self._c
+        batch = to_device(next(iter(batches.epoch(0))), device, channels_last)
+        cpu = device.type == "cpu"
+        timed = cfg.precision == "auto" and c.precision == "bf16" and cpu
+        flops = forward_flops(model, lambda: model(batch[0])) \
+            if cpu and (cfg.threads is None or timed) else math.inf
+        if cfg.threads is None and cpu:
+            free = idle_cores() if flops >= SMALL_MODEL_FLOPS and c.threads > 1 else None
+            c.threads, c.reasons["threads"] = threads_for(flops, c.threads, free)
+            c.probe["idle_cores"] = None if free is None else round(free, 2)
+        torch.set_num_threads(c.threads)
+        if timed and flops < SMALL_MODEL_FLOPS:
+            c.precision = "fp32"
+            c.reasons["precision"] = (f"small model ({flops / 1e6:.2g} MFLOP per forward "
+                                      "batch): bf16 casts cost more than they save")
+        elif timed:
+            c.precision, c.reasons["precision"], c.probe["precision"] = choose_precision(
+                model, lambda m: self.training_step(m, batch), batch, device, c.threads)
+        if c.precision == "fp16" and getattr(model, "phases", ()):
+            c.precision = "fp32"
+            c.reasons["precision"] = ("fp16 needs a gradient scaler, which phased training "
+                                      "does not run: fp32")
+        self._check_precision(model, batch, device)
+
+    @property
+    def _c(self) -> Choices:
+        if self.choices is None:
+            raise RuntimeError("the Trainer's choices are made by fit()")
+        return self.choices
+
     def _batches(self, data: Any, choices: Choices, *, shuffle: bool, device: torch.device,
                  batch_size: int | None = None) -> InMemoryBatches:
         if isinstance(data, InMemoryBatches):
             return data
         bs = batch_size or self.config.batch_size
         if isinstance(data, TensorData) and choices.batching == "memory":
-            data = TensorData(_to(data.inputs, device, False), _to(data.targets, device, False))
+            data = TensorData(to_device(data.inputs, device, False),
+                              to_device(data.targets, device, False))
         if not isinstance(data, TensorData):
             from layerwise.data.batching import LoaderBatches
 
-            return LoaderBatches(data, bs, shuffle=shuffle, seed=self.config.seed)
+            return LoaderBatches(data, bs, shuffle=shuffle, seed=self.config.seed,
+                                 pin_memory=device.type == "cuda")
+        if choices.batching == "loader" and device.type == "cuda":
+            from layerwise.data.batching import LoaderBatches
+
+            return LoaderBatches(data, bs, shuffle=shuffle, seed=self.config.seed,
+                                 pin_memory=True)
         return make_batches(data, bs, kind=choices.batching, shuffle=shuffle,
                             seed=self.config.seed)
 
@@ -259,26 +283,24 @@ class Trainer:
             mode = "bar" if sys.stderr.isatty() else "log"
         return {"bar": [ProgressBar()], "log": [LogLines()]}.get(mode, [])
 
-    def _check_precision(self, model: nn.Module, batches: InMemoryBatches,
-                         channels_last: bool, device: torch.device) -> None:
-        """Keep bf16 only if one batch's loss agrees with fp32 (it 'holds accuracy')."""
-        c = self.choices
-        if c.precision != "bf16" or self.config.precision == "bf16":
+    def _check_precision(self, model: nn.Module, batch: Batch, device: torch.device) -> None:
+        """Keep a reduced precision only if one batch's loss agrees with fp32."""
+        c = self._c
+        if c.precision == "fp32" or self.config.precision != "auto":
             return
-        batch = _to(next(iter(batches.epoch(0))), device, channels_last)
-        rng = torch.get_rng_state()
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            ref = float(self.training_step(model, batch))
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                low = float(self.training_step(model, batch))
-        model.train(was)
-        torch.set_rng_state(rng)
+        dtype = c.autocast_dtype
+        with torch.random.fork_rng(devices=[]):
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                ref = float(self.training_step(model, batch))
+                with torch.autocast(device.type, dtype=dtype):
+                    low = float(self.training_step(model, batch))
+            model.train(was)
         if not math.isfinite(low) or abs(low - ref) > 0.05 * max(1e-3, abs(ref)):
+            c.reasons["precision"] = (f"{c.precision} loss {low:.4g} differs from fp32 "
+                                      f"{ref:.4g} on the first batch: kept fp32")
             c.precision = "fp32"
-            c.reasons["precision"] = (f"bf16 loss {low:.4g} differs from fp32 {ref:.4g} on the "
-                                      "first batch: kept fp32")
 
     def _run_epoch(self, model: nn.Module, batches: InMemoryBatches,
                    val_batches: InMemoryBatches | None, opt: torch.optim.Optimizer,
@@ -290,7 +312,7 @@ class Trainer:
         model.train()
         acc = cfg.accumulate
         n_batches = len(batches)
-        dtype = self.choices.autocast_dtype
+        dtype = self._c.autocast_dtype
         autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
         schedule = cfg.schedule
         sched_active = schedule.name != "constant" or schedule.warmup_steps > 0
@@ -298,13 +320,13 @@ class Trainer:
         step_loss: torch.Tensor | None = None
         t0 = time.perf_counter()
         for inputs, targets in batches.epoch(st.epoch, start=st.batch):
-            inputs = _to(inputs, device, channels_last)
-            targets = _to(targets, device, False)
+            inputs = to_device(inputs, device, channels_last)
+            targets = to_device(targets, device, False)
             if self.augment:
                 inputs = self.augment(inputs)
             if self._phases is not None:
                 st.batch += 1
-                st.samples += _batch_len(targets, inputs)
+                st.samples += batch_len(targets, inputs)
                 with autocast():
                     phased = self._phases.step(model, inputs, st, sched_active)
                 if phased is not None:
@@ -318,50 +340,20 @@ class Trainer:
                     return True
                 continue
             with autocast():
-                loss = self.training_step(model, (inputs, targets))
-            (loss / acc if acc > 1 else loss).backward()
+                loss = self.training_step(self._forward, (inputs, targets))
+            scaled = loss / acc if acc > 1 else loss
+            (self._scaler.scale(scaled) if self._scaler else scaled).backward()
             step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
             st.batch += 1
-            st.samples += _batch_len(targets, inputs)
+            st.samples += batch_len(targets, inputs)
             if st.batch % acc and st.batch != n_batches:
                 continue
-            # one optimizer step: guard, telemetry, clip, update — with one host sync
-            grads = [p.grad for p in params if p.grad is not None]
-            norms = torch._foreach_norm(grads) if grads else [torch.zeros(())]
-            stacked = torch.stack(norms)
-            total = torch.linalg.vector_norm(stacked)
-            micro = (st.batch - 1) % acc + 1
-            norm_value, loss_value = torch.stack([total, step_loss]).tolist()
-            loss_value /= micro
+            loss_value, finite = self._optimizer_step(opt, sched, params, step_loss,
+                                                      (st.batch - 1) % acc + 1, sched_active)
             step_loss = None
-            if not (math.isfinite(norm_value) and math.isfinite(loss_value)):
-                st.skipped += 1
-                st.bad_in_row += 1
-                if st.bad_in_row >= cfg.max_nonfinite_steps:
-                    raise NonFiniteError(
-                        f"{st.bad_in_row} optimizer steps in a row had a non-finite loss or "
-                        f"gradient (last loss {loss_value}); lower train.optimizer.lr, "
-                        "set train.grad_clip, or check the inputs for NaN")
-                if sched_active:
-                    with warnings.catch_warnings():
-                        # torch warns when a schedule steps before the first update; it
-                        # must step anyway to stay aligned with the step count
-                        warnings.simplefilter("ignore", UserWarning)
-                        sched.step()
-            else:
-                st.bad_in_row = 0
-                if st.step % cfg.telemetry_every == 0 and len(norms) == len(self._layer_of):
-                    self._record_grad_norms(stacked)
-                if cfg.grad_clip is not None and norm_value > cfg.grad_clip:
-                    torch._foreach_mul_(grads, cfg.grad_clip / (norm_value + 1e-6))
-                opt.step()
-                if self._on_step_end is not None:
-                    self._on_step_end()
-                if sched_active:
-                    sched.step()
+            if finite:
                 loss_sum += loss_value
                 loss_n += 1
-            opt.zero_grad(set_to_none=True)
             t0 = self._end_step(model, opt, sched, callbacks, loss_value, loss_sum, loss_n, t0)
             if self._sigterm:
                 return True
@@ -389,6 +381,56 @@ class Trainer:
         self._save(model, opt, sched)
         return False
 
+    def _optimizer_step(self, opt: torch.optim.Optimizer, sched: Any,
+                        params: list[nn.Parameter], step_loss: torch.Tensor, micro: int,
+                        sched_active: bool) -> tuple[float, bool]:
+        """One optimizer step: guard, telemetry, clip, update, with one host sync.
+
+        Returns the step's mean loss and whether the step was taken: a step whose loss or
+        gradient is not finite is skipped and counted (the schedule still steps, to stay
+        aligned with the step count).
+        """
+        cfg, st, scaler = self.config, self.state, self._scaler
+        if scaler is not None:
+            scaler.unscale_(opt)
+        grads = [p.grad for p in params if p.grad is not None]
+        norms = torch._foreach_norm(grads) if grads else [torch.zeros(())]
+        stacked = torch.stack(norms)
+        total = torch.linalg.vector_norm(stacked)
+        norm_value, loss_value = torch.stack([total, step_loss.float()]).tolist()
+        loss_value /= micro
+        finite = math.isfinite(norm_value) and math.isfinite(loss_value)
+        if finite:
+            st.bad_in_row = 0
+            if st.step % cfg.telemetry_every == 0 and len(norms) == len(self._layer_of):
+                self._record_grad_norms(stacked)
+            if cfg.grad_clip is not None and norm_value > cfg.grad_clip:
+                torch._foreach_mul_(grads, cfg.grad_clip / (norm_value + 1e-6))
+            opt.step() if scaler is None else scaler.step(opt)
+            if self._on_step_end is not None:
+                self._on_step_end()
+        else:
+            st.skipped += 1
+            # an fp16 gradient overflow is the scaler's business (it lowers the scale);
+            # only a non-finite loss, or any non-finite step in fp32/bf16, counts here
+            if scaler is None or not math.isfinite(loss_value):
+                st.bad_in_row += 1
+            if st.bad_in_row >= cfg.max_nonfinite_steps:
+                raise NonFiniteError(
+                    f"{st.bad_in_row} optimizer steps in a row had a non-finite loss or "
+                    f"gradient (last loss {loss_value}); lower train.optimizer.lr, "
+                    "set train.grad_clip, or check the inputs for NaN")
+        if scaler is not None:
+            scaler.update()
+        if sched_active:
+            with warnings.catch_warnings():
+                # torch warns when a schedule steps before the first update; it must
+                # step anyway to stay aligned with the step count
+                warnings.simplefilter("ignore", UserWarning)
+                sched.step()
+        opt.zero_grad(set_to_none=True)
+        return loss_value, finite
+
     def _end_step(self, model: nn.Module, opt: Any, sched: Any, callbacks: list[Callback],
                   loss_value: float | None, loss_sum: float, loss_n: int, t0: float) -> float:
         """Count the step, run the callbacks, checkpoint when due; returns the clock start."""
@@ -410,23 +452,23 @@ class Trainer:
         device = device or next(model.parameters()).device
         was = model.training
         model.eval()
-        dtype = self.choices.autocast_dtype if hasattr(self, "choices") else None
+        dtype = self.choices.autocast_dtype if self.choices is not None else None
         outs, tgts, total, n = [], [], 0.0, 0
         for inputs, targets in batches.epoch(0):
-            inputs = _to(inputs, device, channels_last)
-            targets = _to(targets, device, False)
+            inputs = to_device(inputs, device, channels_last)
+            targets = to_device(targets, device, False)
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
                 loss, out = self.validation_step(model, (inputs, targets))
-            b = _batch_len(targets, inputs)
+            b = batch_len(targets, inputs)
             total += float(loss) * b
             n += b
             if hasattr(model, "compact"):  # e.g. language models: per-row sums, not logits
                 out = model.compact(out, targets)
-            outs.append(_to(out, torch.device("cpu"), False))
-            tgts.append(_to(targets, torch.device("cpu"), False))
+            outs.append(to_device(out, torch.device("cpu"), False))
+            tgts.append(to_device(targets, torch.device("cpu"), False))
         model.train(was)
-        metrics = self.metrics(model, _cat(outs), _cat(tgts)) if outs else {}
+        metrics = self.metrics(model, cat(outs), cat(tgts)) if outs else {}
         return {"val_loss": total / max(1, n), **{f"val_{k}": v for k, v in metrics.items()}}
 
     # -- telemetry --------------------------------------------------------------------------
@@ -487,21 +529,26 @@ class Trainer:
             warnings.warn("model has non-finite weights; checkpoint not written", stacklevel=2)
             return
         state = {
-            "format": 1, "model": _contiguous(model.state_dict()),
+            "format": 1, "model": contiguous(model.state_dict()),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "trainer": dict(self.state.__dict__), "history": self.history,
             "rng": ckpt.rng_state(), "augment_rng": self.augment.generator.get_state()
             if self.augment is not None else None,
-            "best_state": _contiguous(self._best_state) if self._best_state else None,
+            "best_state": contiguous(self._best_state) if self._best_state else None,
             "grad": {"sum": self._grad_sum.clone(), "count": self._grad_count},
             "config": self.config.model_dump(mode="json"),
+            "choices": self._c.as_dict(),
+            "scaler": self._scaler.state_dict() if self._scaler is not None else None,
         }
         ckpt.save(self.checkpoint_dir / ckpt.CHECKPOINT, state)
 
-    def _restore(self, model: nn.Module, opt: torch.optim.Optimizer, sched: Any) -> None:
+    def _load_checkpoint(self) -> dict[str, Any]:
         if self.checkpoint_dir is None:
             raise CheckpointError("resume needs a checkpoint directory")
-        state = ckpt.load(self.checkpoint_dir / ckpt.CHECKPOINT)
+        return ckpt.load(self.checkpoint_dir / ckpt.CHECKPOINT)
+
+    def _restore(self, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                 state: dict[str, Any]) -> None:
         saved, now = state.get("config", {}), self.config.model_dump(mode="json")
         changed = [k for k in now if k not in ("epochs", "progress", "threads")
                    and saved.get(k) != now[k]]
@@ -519,21 +566,8 @@ class Trainer:
         self._best_state = state.get("best_state")
         self._grad_sum = state["grad"]["sum"]
         self._grad_count = state["grad"]["count"]
-
-
-def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous() for k, v in sd.items()}
-
-
-def _batch_len(targets: Tree, inputs: Tree) -> int:
-    for tree in (targets, inputs):
-        if isinstance(tree, torch.Tensor):
-            return int(tree.shape[0])
-        if isinstance(tree, dict) and tree:
-            return _batch_len(next(iter(tree.values())), None)
-        if isinstance(tree, list | tuple) and tree:
-            return _batch_len(tree[0], None)
-    return 0
+        if self._scaler is not None and state.get("scaler"):
+            self._scaler.load_state_dict(state["scaler"])
 
 
 def _layers(names: list[str]) -> list[str]:
