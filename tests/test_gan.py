@@ -106,12 +106,12 @@ def test_separate_learning_rates_and_discriminator_steps() -> None:
                                   "discriminator": {"name": "adam", "lr": 1e-3}})
     trainer = Trainer(cfg)
     result = trainer.fit(model, data(), data(24))
-    opts = trainer._phases.optimizer.opts  # type: ignore[union-attr]
+    opts = trainer.optimizer.opts  # type: ignore[union-attr]
     assert set(opts) == {"discriminator", "generator"}
     # two discriminator updates per batch, one generator update; one schedule step per batch
     assert int(next(iter(opts["discriminator"].state.values()))["step"]) == 2 * 3 * 2
     assert int(next(iter(opts["generator"].state.values()))["step"]) == 3 * 2
-    scheds = trainer._phases.scheduler.scheds  # type: ignore[union-attr]
+    scheds = trainer.scheduler.scheds  # type: ignore[union-attr]
     assert scheds["discriminator"].last_epoch == scheds["generator"].last_epoch == 6
     assert opts["generator"].param_groups[0]["initial_lr"] == 2e-3
     assert opts["discriminator"].param_groups[0]["initial_lr"] == 1e-3
@@ -165,13 +165,11 @@ def test_kill_and_resume_restores_both_optimizers_schedules_and_ema_exactly(
     assert any(k.startswith("ema.shadow.") for k in sd_ref) and "ema.updates" in sd_ref
     assert int(sd_ref["ema.updates"]) == 9  # 3 epochs x 3 batches
     _equal(sd_ref, sd_run, "model")
-    phases_ref, phases_run = ref_trainer._phases, run_trainer._phases
-    assert phases_ref is not None and phases_run is not None
     for name in ("discriminator", "generator"):
-        _equal(phases_ref.optimizer.opts[name].state_dict(),
-               phases_run.optimizer.opts[name].state_dict(), f"optimizer {name}")
-        _equal(phases_ref.scheduler.scheds[name].state_dict(),
-               phases_run.scheduler.scheds[name].state_dict(), f"scheduler {name}")
+        _equal(ref_trainer.optimizer.opts[name].state_dict(),
+               run_trainer.optimizer.opts[name].state_dict(), f"optimizer {name}")
+        _equal(ref_trainer.scheduler.scheds[name].state_dict(),
+               run_trainer.scheduler.scheds[name].state_dict(), f"scheduler {name}")
     strip = [{k: v for k, v in h.items() if k != "time"} for h in ref_trainer.history]
     assert [{k: v for k, v in h.items() if k != "time"} for h in run_trainer.history] == strip
 

@@ -49,7 +49,8 @@ def fake_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
     def set_kind(flags: frozenset[str], speedup: float = 1.0) -> list[int]:
         # the tests' networks are tiny: count them as big enough to be worth timing
-        monkeypatch.setattr("layerwise.training.trainer.SMALL_MODEL_FLOPS", 0.0)
+        monkeypatch.setattr("layerwise.training.hardware.SMALL_MODEL_FLOPS", 0.0)
+        monkeypatch.setattr("layerwise.training.hardware.idle_cores", lambda: None)
         calls.clear()
         monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
 
@@ -127,7 +128,7 @@ def test_bf16_is_chosen_by_measurement(fake_cpu: Any, flags: frozenset[str], spe
 
 def test_a_small_model_is_not_timed(fake_cpu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_cpu(SPR, speedup=3.0)
-    monkeypatch.setattr("layerwise.training.trainer.SMALL_MODEL_FLOPS", 20e6)
+    monkeypatch.setattr("layerwise.training.hardware.SMALL_MODEL_FLOPS", 20e6)
     res = Trainer(cfg(), loss_fn=F.cross_entropy).fit(net(), data())
     assert res.choices["precision"] == "fp32" and not calls
     assert "small model" in res.choices["reasons"]["precision"]
@@ -187,7 +188,7 @@ def test_a_busy_machine_trains_on_one_thread(monkeypatch: pytest.MonkeyPatch) ->
     x = torch.randn(256, 64)
     y = (x[:, 0] > 0).long()
     for free, threads in ((0.2, 1), (2.0, 2)):
-        monkeypatch.setattr("layerwise.training.trainer.idle_cores", lambda f=free: f)
+        monkeypatch.setattr("layerwise.training.hardware.idle_cores", lambda f=free: f)
         res = Trainer(cfg(epochs=1, batch_size=128, precision="fp32"),
                       loss_fn=F.cross_entropy).fit(_bigger(), (x, y))
         assert res.choices["threads"] == threads
@@ -203,7 +204,7 @@ def test_resume_keeps_the_first_runs_choices(fake_cpu: Any, monkeypatch: pytest.
     y = (x[:, 0] > 0).long()
     c = cfg(epochs=2, batch_size=32, checkpoint_every=3)
     fake_cpu(SPR, speedup=2.0)
-    monkeypatch.setattr("layerwise.training.trainer.idle_cores", lambda: 0.1)
+    monkeypatch.setattr("layerwise.training.hardware.idle_cores", lambda: 0.1)
     ref_model = _bigger()
     ref = Trainer(c, loss_fn=F.cross_entropy).fit(ref_model, (x, y))
     assert (ref.choices["precision"], ref.choices["threads"]) == ("bf16", 1)
@@ -211,7 +212,7 @@ def test_resume_keeps_the_first_runs_choices(fake_cpu: Any, monkeypatch: pytest.
         Trainer(c, loss_fn=F.cross_entropy, callbacks=[Crash(5)],
                 checkpoint_dir=tmp_path).fit(_bigger(), (x, y))
     calls = fake_cpu(ZEN3, speedup=0.1)
-    monkeypatch.setattr("layerwise.training.trainer.idle_cores", lambda: 2.0)
+    monkeypatch.setattr("layerwise.training.hardware.idle_cores", lambda: 2.0)
     model = _bigger()
     res = Trainer(c, loss_fn=F.cross_entropy, checkpoint_dir=tmp_path,
                   resume=True).fit(model, (x, y))

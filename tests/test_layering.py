@@ -1,4 +1,5 @@
-"""Imports flow one way (DESIGN.md §2): a stage never imports a stage above it."""
+"""Imports flow one way (DESIGN.md §2): a stage never imports a stage above it, and inside a
+stage a module never imports one of its own tier or above (``MODULE_TIERS``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 SRC = Path(__file__).parent.parent / "src" / "layerwise"
 # top to bottom; a module may import only from its own stage or stages below it
 ORDER = ["cli", "api", "serving", "monitoring", "compress", "explain", "evaluation",
-         "inference", "rl", "artifact", "training", "models", "data", "tracking", "config",
-         "files", "errors"]
+         "inference", "rl", "runs", "artifact", "training", "models", "data", "tracking",
+         "config", "files", "errors"]
 LEAVES = {"errors": set(), "config": {"errors"}, "files": {"errors"}}
 
 
@@ -20,20 +21,35 @@ def stage(path: Path) -> str:
     return rel[0].removesuffix(".py")
 
 
-def imported_stages(path: Path) -> set[str]:
+def is_module(dotted: str) -> bool:
+    """Whether ``layerwise.a.b`` names one of our modules or packages."""
+    path = SRC.joinpath(*dotted.split(".")[1:])
+    return dotted.startswith("layerwise.") and (path.with_suffix(".py").exists()
+                                                or (path / "__init__.py").exists())
+
+
+def imported_names(path: Path) -> set[str]:
+    """The modules the imports in ``path`` reach (``from a import b`` gives ``a``, and
+    ``a.b`` when b is a module), lazy imports in functions included, ``if TYPE_CHECKING:``
+    blocks left out (they never run)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and ast.unparse(node.test).endswith("TYPE_CHECKING")
+                   for stmt in node.body for n in ast.walk(stmt)}
     found = set()
     for node in ast.walk(tree):
-        names = []
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names
+                                      if is_module(f"{node.module}.{a.name}")}
         elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        for n in names:
-            parts = n.split(".")
-            if parts[0] == "layerwise" and len(parts) > 1:
-                found.add(parts[1])
+            found |= {a.name for a in node.names}
     return found
+
+
+def imported_stages(path: Path) -> set[str]:
+    return {n.split(".")[1] for n in imported_names(path) if n.startswith("layerwise.")}
 
 
 FILES = sorted(p for p in SRC.rglob("*.py") if stage(p) not in ("__init__", "__main__"))
@@ -55,3 +71,53 @@ def test_modules_stay_small() -> None:
     big = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py")
            if (n := len(p.read_text().splitlines())) > 600}
     assert not big, f"split these by responsibility: {big}"
+
+
+# ------------------------------------------------------------------------ inside a stage
+# Each stage's modules in tiers, top to bottom: a module may import modules of the tiers
+# below its own, never one of its own tier or above (the stage's __init__ may import any).
+# models/registry.py names the family modules as strings and imports one only when it is
+# looked up (see its docstring), so it stays at the bottom.
+MODULE_TIERS = {
+    "cli": ["sample",
+            "evaluate generate info predict rollout train"],
+    "config": ["parsing", "rl", "supervised", "generative seq2seq sequences", "base"],
+    "data": ["build",
+             "catalogue features",
+             "dates sequence_sets sources tags seq2seq series",
+             "dataset text",
+             "augment batching encoder",
+             "table"],
+    "evaluation": ["generative", "judge", "metrics plots", "sequences"],
+    "inference": ["predictor", "generative seq2seq sequences"],
+    "models": ["model",
+               "seq2seq vae",
+               "autoencoder cnn diffusion gan mlp rnn transformer",
+               "generative heads layers registry sequence_heads"],
+    "rl": ["runner", "dqn policy ppo report", "episodes networks replay", "env",
+           "bandit envs"],
+    "tracking": ["card"],
+    "training": ["trainer", "probe steps", "callbacks checkpoint hardware phases trees",
+                 "guard optim"],
+}
+TIER = {(st, m): i for st, tiers in MODULE_TIERS.items()
+        for i, tier in enumerate(tiers) for m in tier.split()}
+STAGE_MODULES = sorted(p for p in SRC.glob("*/*.py") if p.name != "__init__.py")
+
+
+def test_every_module_is_placed_in_a_tier() -> None:
+    present = {(p.parent.name, p.stem) for p in STAGE_MODULES}
+    assert not present - set(TIER), f"place these in MODULE_TIERS: {present - set(TIER)}"
+    assert not set(TIER) - present, f"MODULE_TIERS names missing modules: {set(TIER) - present}"
+
+
+@pytest.mark.parametrize("path", STAGE_MODULES,
+                         ids=[str(p.relative_to(SRC)) for p in STAGE_MODULES])
+def test_imports_flow_down_inside_a_stage(path: Path) -> None:
+    me = (path.parent.name, path.stem)
+    prefix = f"layerwise.{me[0]}."
+    mine = {n.removeprefix(prefix).split(".")[0] for n in imported_names(path)
+            if n.startswith(prefix)}
+    for other in sorted(mine - {me[1]}):
+        assert TIER[me[0], other] > TIER[me], (
+            f"{me[0]}/{me[1]}.py imports {other}, which is not in a tier below it")

@@ -18,6 +18,7 @@ from sklearn.datasets import load_digits, load_wine
 import layerwise as lw
 from layerwise import artifact as art
 from layerwise.api import Run, train
+from layerwise.config import parse
 from layerwise.data.build import build
 from layerwise.errors import DataError
 from layerwise.inference.predictor import Predictor
@@ -261,3 +262,57 @@ def test_images_with_the_wrong_channel_count_are_refused(cnn: tuple[Run, torch.n
     # regression: a RuntimeError from inside the convolution instead of a DataError
     with pytest.raises(DataError, match=r"expected images with 1 channels"):
         lw.load(cnn[0].model_dir).predict(np.zeros((2, 2, 8, 8), dtype=np.uint8))
+
+
+# ----------------------------------------------------------------------------- no state
+
+
+@pytest.fixture(scope="module")
+def char_lm(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    """An untrained character language model (random weights are enough to tell rows apart)."""
+    path = tmp_path_factory.mktemp("predictor") / "lines.csv"
+    verse = "and god said let there be light and there was light. "
+    path.write_text("text\n" + "".join(f"{verse[i:i + 5 + i % 17]}\n" for i in range(40)))
+    cfg = parse({"data": {"path": str(path)}, "seed": 0,
+                 "inputs": [{"name": "text", "type": "text", "tokenizer": "char",
+                             "max_length": 24}],
+                 "outputs": [{"name": "next", "type": "next_token", "input": "text"}],
+                 "model": {"family": "transformer", "causal": True, "d_model": 16,
+                           "heads": 2, "layers": 1, "dropout": 0.0}})
+    schema = build(cfg).schema
+    torch.manual_seed(0)
+    return Predictor(art.Artifact(path.parent, cfg, schema, art.rebuild(cfg, schema), {}))
+
+
+def _interleaved(p: Predictor, a: Any, b: Any, monkeypatch: pytest.MonkeyPatch
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``predict(a)`` with a whole ``predict(b)`` run inside it, between the forward pass
+    of a's rows and their decoding (as two threads of a server may interleave)."""
+    forward, inner = p.forward, []
+
+    def forward_then_b(data: Any, batch_size: int = 1024) -> dict[str, torch.Tensor]:
+        out = forward(data, batch_size)
+        if not inner:
+            inner.append(None)
+            inner.append(p.predict(b))
+        return out
+
+    monkeypatch.setattr(p, "forward", forward_then_b)
+    return p.predict(a), inner[1]
+
+
+def test_interleaved_predictions_equal_separate_ones(
+        char_lm: Predictor, mlp: tuple[Run, torch.nn.Module], frame: pd.DataFrame,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # regression: text lengths kept on the Predictor between predict and decode made the
+    # outer call decode its rows at the inner call's text ends
+    rows = frame.to_dict("records")
+    cases = [(char_lm, ["and god said let", "be"], ["x", "light and there was", "th"]),
+             (lw.load(mlp[0].model_dir), rows[:5], rows[5:])]
+    for p, a, b in cases:
+        want_a, want_b = p.predict(a), p.predict(b)
+        with monkeypatch.context() as m:
+            got_a, got_b = _interleaved(p, a, b, m)
+        assert_same(got_a, want_a)
+        assert_same(got_b, want_b)
+    assert not hasattr(char_lm, "_lengths")

@@ -94,10 +94,8 @@ def test_non_finite_model_is_never_checkpointed(tmp_path: Path) -> None:
     (tmp_path / "last.ckpt").unlink()
     with torch.no_grad():
         model[0].weight[0, 0] = float("inf")
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     with pytest.warns(UserWarning, match="non-finite"):
-        trainer._save(model, opt, sched)
+        trainer.save_checkpoint()
     assert not (tmp_path / "last.ckpt").exists()
 
 

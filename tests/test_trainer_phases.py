@@ -72,7 +72,7 @@ def test_each_phase_has_its_own_optimizer_and_schedule() -> None:
     model = TwoPlayer()
     trainer = Trainer(config())
     result = trainer.fit(model, data())
-    opts = trainer._phases.optimizer.opts  # type: ignore[union-attr]
+    opts = trainer.optimizer.opts  # type: ignore[union-attr]
     assert opts["critic"].defaults["lr"] == 0.01 and opts["maker"].defaults["lr"] == 0.002
     assert opts["maker"].defaults["betas"] == (0.5, 0.9)
     # every parameter belongs to exactly one optimizer
@@ -122,14 +122,14 @@ def test_crash_and_resume_is_exact_for_every_optimizer(tmp_path: Path, crash_ste
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     for phase in ("critic", "maker"):
-        s1 = t1._phases.optimizer.opts[phase].state_dict()  # type: ignore[union-attr]
-        s2 = t2._phases.optimizer.opts[phase].state_dict()  # type: ignore[union-attr]
+        s1 = t1.optimizer.opts[phase].state_dict()  # type: ignore[union-attr]
+        s2 = t2.optimizer.opts[phase].state_dict()  # type: ignore[union-attr]
         for i, st in s1["state"].items():
             for name, tensor in st.items():
                 assert torch.equal(torch.as_tensor(tensor), torch.as_tensor(
                     s2["state"][i][name])), (phase, i, name)
-        assert t1._phases.scheduler.scheds[phase].state_dict() == \
-            t2._phases.scheduler.scheds[phase].state_dict()  # type: ignore[union-attr]
+        assert t1.scheduler.scheds[phase].state_dict() == \
+            t2.scheduler.scheds[phase].state_dict()  # type: ignore[union-attr]
     assert r1.history == [{**h, "time": r1.history[i]["time"]} for i, h in enumerate(r2.history)]
 
 
@@ -141,8 +141,8 @@ def test_a_repeated_phase_steps_twice_but_its_schedule_once_per_batch() -> None:
     model.phases = ("critic", "critic", "maker")  # type: ignore[misc]
     trainer = Trainer(config(epochs=2))
     result = trainer.fit(model, data())
-    opts = trainer._phases.optimizer.opts  # type: ignore[union-attr]
-    scheds = trainer._phases.scheduler.scheds  # type: ignore[union-attr]
+    opts = trainer.optimizer.opts  # type: ignore[union-attr]
+    scheds = trainer.scheduler.scheds  # type: ignore[union-attr]
     assert result.state.step == 8
     assert int(next(iter(opts["critic"].state.values()))["step"]) == 16
     assert int(next(iter(opts["maker"].state.values()))["step"]) == 8

@@ -8,38 +8,33 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 
 from layerwise import artifact as art
-from layerwise.config import GENERATIVE_FAMILIES, Config, RLConfig, config_hash, parse
+from layerwise.config import GENERATIVE_FAMILIES, Config, RLConfig, parse
 from layerwise.data.augment import Augmenter
 from layerwise.data.batching import TensorData
 from layerwise.data.build import Dataset, build, encode_rows
 from layerwise.data.features import CategoryEncoder, NumericEncoder
-from layerwise.errors import CheckpointError, ConfigError
+from layerwise.errors import ConfigError
 from layerwise.evaluation import generative as gen_eval
 from layerwise.evaluation.metrics import evaluate_outputs, headline
 from layerwise.evaluation.plots import learning_curves
 from layerwise.inference import seq2seq
 from layerwise.inference.predictor import Predictor
 from layerwise.models import LayerwiseModel, build_model
+from layerwise.runs import RunDir, lineage, open_run, write_history, write_metrics
 from layerwise.tracking.card import model_card
 from layerwise.training import Callback, FitResult, Trainer
 
 if TYPE_CHECKING:
     from layerwise.rl.policy import Policy
 
-__version__ = "0.1.0"
 TRAIN_EVAL_ROWS = 10_000  # rows of the training split scored at the end of a run
 
 
@@ -89,31 +84,19 @@ def build_for(cfg: Config, ds: Dataset) -> LayerwiseModel:
 def family_defaults(cfg: Config) -> dict[str, str]:
     """Training defaults a model family sets when the config leaves them unset.
 
-    Recurrent networks get ``train.grad_clip: 1.0``: their gradients can explode through
-    time. The value goes into the resolved config (``config.yaml``) and the returned
-    reasons into ``metrics.json → defaults``.
+    Each family's config declares them (``train_defaults``, see config/base.py), e.g.
+    recurrent networks get ``train.grad_clip: 1.0``: their gradients can explode through
+    time. A field counts as unset when it was not given or was given as null. The value
+    goes into the resolved config (``config.yaml``) and the returned reasons into
+    ``metrics.json → defaults``.
     """
     done: dict[str, str] = {}
-    if cfg.model.family == "rnn" and cfg.train.grad_clip is None:
-        cfg.train.grad_clip = 1.0
-        done["train.grad_clip"] = "1.0: the default for recurrent models (exploding gradients)"
+    for key, (value, reason) in type(cfg.model).train_defaults.items():
+        if key in cfg.train.model_fields_set and getattr(cfg.train, key) is not None:
+            continue
+        setattr(cfg.train, key, value)
+        done[f"train.{key}"] = f"{value}: {reason}"
     return done
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=False)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _comparable(cfg: Config) -> dict[str, Any]:
-    d = cfg.model_dump(mode="json")
-    for k in ("epochs", "progress", "threads"):
-        d["train"].pop(k, None)
-    return d
 
 
 def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | None = None,
@@ -130,18 +113,7 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
     if progress:
         cfg.train.progress = progress  # type: ignore[assignment]
     defaults = family_defaults(cfg)
-    out = Path(output) if output else Path("runs") / cfg.name
-    resolved = out / "config.yaml"
-    if resume:
-        if not resolved.is_file():
-            raise CheckpointError(f"cannot resume: {out} has no config.yaml from an earlier run")
-        before = parse(yaml.safe_load(resolved.read_text(encoding="utf-8")))
-        if _comparable(before) != _comparable(cfg):
-            raise CheckpointError(f"cannot resume in {out}: the config differs from the one "
-                                  "the run started with (only train.epochs may change)")
-    out.mkdir(parents=True, exist_ok=True)
-    resolved.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-
+    rd = open_run(cfg, output, resume=resume)
     t_data = time.perf_counter()
     ds = build(cfg)
     generative = cfg.model.family in GENERATIVE_FAMILIES
@@ -150,55 +122,62 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
     t_data = time.perf_counter() - t_data
     model = build_for(cfg, ds)
     images = {e.name: e.cfg.augment for e in ds.schema.images}
-    trainer = Trainer(cfg.train, callbacks=callbacks or [], checkpoint_dir=out / "checkpoints",
+    trainer = Trainer(cfg.train, callbacks=callbacks or [], checkpoint_dir=rd.checkpoints,
                       resume=resume, augment=Augmenter(images, cfg.seed))
     fit = trainer.fit(model, ds.train, ds.validation)
-    run = Run(out, cfg, history=fit.history, interrupted=fit.interrupted, fit=fit)
-    _write_history(out / "history.csv", fit.history)
+    run = Run(rd.path, cfg, history=fit.history, interrupted=fit.interrupted, fit=fit)
+    write_history(rd.history, fit.history)
     if fit.interrupted:
         return run
-
     model.to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    predictor_metrics: dict[str, Any] = {}
+    scores = _score_splits(cfg, ds, model, generative)
+    if generative:
+        scores.update(gen_eval.report(model, cfg, ds, rd.path))
+    n_params = sum(p.numel() for p in model.parameters())
+    run.metrics = {**scores,
+                   "training": {"seconds": round(fit.state.train_time, 3),
+                                "data_seconds": round(t_data, 3),
+                                "samples_per_second": round(fit.samples_per_second, 1),
+                                "epochs": fit.epochs, "steps": fit.state.step,
+                                "skipped_steps": fit.state.skipped,
+                                "stopped_early": fit.state.stopped_early,
+                                "best_epoch": fit.best.get("epoch"),
+                                "parameters": n_params},
+                   "choices": fit.choices, "defaults": defaults, "data": ds.info}
+    _save_model(rd, cfg, ds, model, fit, scores, n_params)
+    write_metrics(rd.metrics, run.metrics)
+    learning_curves(fit.history, rd.curves)
+    return run
+
+
+def _score_splits(cfg: Config, ds: Dataset, model: LayerwiseModel, generative: bool
+                  ) -> dict[str, Any]:
+    """Metrics of every split; the training split on a seeded sample of at most
+    ``TRAIN_EVAL_ROWS`` rows (enough to see over- or underfitting, without a pass as long
+    as training itself)."""
+    scores: dict[str, Any] = {}
     for split, data in (("train", ds.train), ("validation", ds.validation), ("test", ds.test)):
         if data is not None and len(data):
             if split == "train" and len(data) > TRAIN_EVAL_ROWS:
-                # the training split is scored on a seeded sample: enough to see over- or
-                # underfitting, without a pass as long as training itself
                 g = torch.Generator().manual_seed(cfg.seed)
                 data = data.subset(torch.randperm(len(data), generator=g)[:TRAIN_EVAL_ROWS])
-            predictor_metrics[split] = gen_eval.split_metrics(model, data, cfg.seed) \
+            scores[split] = gen_eval.split_metrics(model, data, cfg.seed) \
                 if generative else evaluate_model(model, ds.schema, data)
-    if generative:
-        predictor_metrics.update(gen_eval.report(model, cfg, ds, out))
-    n_params = sum(p.numel() for p in model.parameters())
-    metrics = {**predictor_metrics,
-               "training": {"seconds": round(fit.state.train_time, 3),
-                            "data_seconds": round(t_data, 3),
-                            "samples_per_second": round(fit.samples_per_second, 1),
-                            "epochs": fit.epochs, "steps": fit.state.step,
-                            "skipped_steps": fit.state.skipped,
-                            "stopped_early": fit.state.stopped_early,
-                            "best_epoch": fit.best.get("epoch"),
-                            "parameters": n_params},
-               "choices": fit.choices, "defaults": defaults, "data": ds.info}
-    lineage = {"config_hash": config_hash(cfg), "data_hash": ds.data_hash, "seed": cfg.seed,
-               "versions": {"layerwise": __version__, "torch": torch.__version__,
-                            "python": platform.python_version()},
-               "git_commit": _git_commit()}
-    meta = {"config": cfg.model_dump(mode="json"), "lineage": lineage,
-            "choices": {k: fit.choices[k] for k in ("precision", "memory_format", "batching")},
+    return scores
+
+
+def _save_model(rd: RunDir, cfg: Config, ds: Dataset, model: LayerwiseModel, fit: FitResult,
+                scores: dict[str, Any], n_params: int) -> None:
+    """The artifact: weights, metadata with lineage, training reference and card."""
+    made = lineage(cfg, data_hash=ds.data_hash)
+    choices = {k: fit.choices[k] for k in ("precision", "memory_format", "batching")}
+    meta = {"config": cfg.model_dump(mode="json"), "lineage": made, "choices": choices,
             "parameters": n_params}
-    card = model_card(meta, predictor_metrics, ds.info)
-    art.save(out / "model", config=cfg, schema=ds.schema, model=model,
-             metrics={k: headline(v) for k, v in predictor_metrics.items()
-                      if isinstance(v, dict)}, lineage=lineage,
-             reference=ds.reference, card=card, extra={"parameters": n_params,
-                                                       "choices": meta["choices"]})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    learning_curves(fit.history, out / "curves.png")
-    run.metrics = metrics
-    return run
+    card = model_card(meta, scores, ds.info)
+    art.save(rd.model, config=cfg, schema=ds.schema, model=model,
+             metrics={k: headline(v) for k, v in scores.items() if isinstance(v, dict)},
+             lineage=made, reference=ds.reference, card=card,
+             extra={"parameters": n_params, "choices": choices})
 
 
 @torch.inference_mode()
@@ -222,14 +201,6 @@ def evaluate_model(model: torch.nn.Module, schema: Any, data: TensorData,
         outs.append(out)
     cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     return evaluate_outputs(schema, cat, data.targets)
-
-
-def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    keys = list(dict.fromkeys(k for h in history for k in h))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
 
 
 def _train_agent(cfg: RLConfig, output: str | Path | None, resume: bool,

@@ -29,7 +29,6 @@ def sample(
                             "and exit")] = False,
 ) -> None:
     """Draw new samples from a generative model: a PNG grid, PNG files or a .npz."""
-    import numpy as np
     import torch
 
     from layerwise.api import load
@@ -58,19 +57,27 @@ def sample(
         write_grid(torch.from_numpy(x), output, cols)
         sys.stdout.write(f"grid:    {output}\n")
     if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if format_ == "npz":
-            np.savez_compressed(output_dir / "samples.npz", images=x,
-                                label=np.array([class_ or ""] * n))
-            sys.stdout.write(f"samples: {output_dir / 'samples.npz'}\n")
-        else:
-            from PIL import Image
+        _write_samples(x, output_dir, format_, class_)
 
-            for i, img in enumerate(x):
-                arr = (np.clip(img.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
-                Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(
-                    output_dir / f"sample_{i:04d}.png", format="PNG")
-            sys.stdout.write(f"samples: {n} PNG files in {output_dir}\n")
+
+def _write_samples(x: object, output_dir: Path, format_: str, label: str | None) -> None:
+    """The samples one by one as PNG files, or as one samples.npz."""
+    import numpy as np
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    n = len(x)  # type: ignore[arg-type]
+    if format_ == "npz":
+        np.savez_compressed(output_dir / "samples.npz", images=x,
+                            label=np.array([label or ""] * n))
+        sys.stdout.write(f"samples: {output_dir / 'samples.npz'}\n")
+        return
+    from PIL import Image
+
+    for i, img in enumerate(x):  # type: ignore[call-overload]
+        arr = (np.clip(img.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
+        Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(
+            output_dir / f"sample_{i:04d}.png", format="PNG")
+    sys.stdout.write(f"samples: {n} PNG files in {output_dir}\n")
 
 
 def embed(

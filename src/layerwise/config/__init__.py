@@ -12,11 +12,12 @@ A config is YAML, a dict, or a :class:`Config` object; all three go through :fun
 The package is a leaf: it imports nothing else of layerwise but ``errors``. Its modules:
 ``supervised`` (data, features, models, training), ``generative`` (autoencoder, VAE,
 GAN, diffusion), ``rl`` (environments and agents),
-``parsing`` (parse, overrides, error messages, JSON Schema).
+``parsing`` (parse, overrides, error messages, JSON Schema). Each model family's config
+also declares what the family accepts (``base._Family``: input and output kinds, generative
+or not, train defaults); ``FAMILY_CONFIGS`` maps every family to its config.
 """
 
 from layerwise.config.generative import (
-    GENERATIVE_FAMILIES,
     AnomalyConfig,
     AutoencoderConfig,
     DiffusionConfig,
@@ -36,6 +37,8 @@ from layerwise.config.rl import (
 from layerwise.config.seq2seq import Seq2SeqConfig, SequenceOutput
 from layerwise.config.sequences import ForecastOutput, TagsOutput, TimeseriesInput
 from layerwise.config.supervised import (
+    FAMILY_CONFIGS,
+    GENERATIVE_FAMILIES,
     Activation,
     AugmentConfig,
     BinaryInput,
@@ -65,6 +68,7 @@ from layerwise.config.supervised import (
 )
 
 __all__ = [
+    "FAMILY_CONFIGS",
     "GENERATIVE_FAMILIES",
     "Activation",
     "AgentConfig",

@@ -1,12 +1,84 @@
-"""The strict base of every config model: unknown keys are errors, assignments validated."""
+"""The strict base of every config model, and the base of every model family's config:
+what a family accepts, declared once beside its fields (see docs/decisions.md)."""
 
 from __future__ import annotations
+
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class _Family(_Strict):
+    """A model family's config. Besides its fields, each family declares what it accepts;
+    the config's validators, ``models.build_model`` and ``api.family_defaults`` read these
+    declarations instead of naming families::
+
+        >>> from layerwise.config import RNNConfig
+        >>> "timeseries" in RNNConfig.input_kinds, RNNConfig.generative
+        (True, False)
+        >>> RNNConfig.train_defaults["grad_clip"][0]
+        1.0
+    """
+
+    input_kinds: ClassVar[tuple[str, ...]] = ()
+    """The input ``type``s the family reads."""
+    output_kinds: ClassVar[tuple[str, ...]] = ()
+    """The output ``type``s it predicts; none for a generative family."""
+    generative: ClassVar[bool] = False
+    """It learns from its inputs alone: a whole model, no output heads, no ``outputs``."""
+    train_defaults: ClassVar[Mapping[str, tuple[Any, str]]] = {}
+    """``train`` fields it sets when the config leaves them unset: field → (value, reason);
+    the reason is recorded in ``metrics.json → defaults``."""
+
+    def accepts_output(self, kind: str) -> bool:
+        """Whether this configuration of the family predicts ``kind`` outputs: the declared
+        ``output_kinds``, narrowed by a family whose settings rule one out."""
+        return kind in self.output_kinds
+
+
+def union_members(annotation: Any) -> list[type[BaseModel]]:
+    """The config models of a union annotation (``Annotated`` and ``Optional`` unwrapped)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin = typing.get_origin(annotation)
+    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+        return [a for a in typing.get_args(annotation)
+                if isinstance(a, type) and issubclass(a, BaseModel)]
+    return [annotation] if isinstance(annotation, type) and issubclass(annotation,
+                                                                       BaseModel) else []
+
+
+def tags(model: type[BaseModel], discriminator: str) -> tuple[str, ...]:
+    """The tags a union member answers to: the values of its ``Literal`` discriminator."""
+    field = model.model_fields.get(discriminator)
+    return typing.get_args(field.annotation) if field is not None else ()
+
+
+def family_configs(union: Any) -> dict[str, type[_Family]]:
+    """Every family config of a union of families, by its tag (its ``family`` value)."""
+    return {tag: m for m in union_members(union) if issubclass(m, _Family)
+            for tag in tags(m, "family")}
+
+
+def families_for(families: Mapping[str, type[_Family]], input_kinds: Iterable[str] = (),
+                 output_kinds: Iterable[str] = ()) -> list[str]:
+    """The families that read every one of ``input_kinds`` and predict every one of
+    ``output_kinds`` (generative ones where there are no outputs): the alternatives an
+    error suggests."""
+    ins, outs = set(input_kinds), set(output_kinds)
+    return sorted(tag for tag, c in families.items() if ins <= set(c.input_kinds)
+                  and outs <= set(c.output_kinds) and c.generative == (not outs))
+
+
+def either(names: list[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return " or ".join(filter(None, [", ".join(names[:-1]), *names[-1:]]))
 
 
 def check_heads(d_model: int, heads: int, positions: str) -> None:
@@ -18,4 +90,3 @@ def check_heads(d_model: int, heads: int, positions: str) -> None:
     if positions == "rotary" and (d_model // heads) % 2:
         raise ValueError("rotary positions need an even head width (d_model / heads); got "
                          f"{d_model // heads}")
-

@@ -13,11 +13,11 @@ inputs may have roles instead of being modelled:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from layerwise.config.base import _Strict
+from layerwise.config.base import _Family, _Strict
 
 
 class AnomalyConfig(_Strict):
@@ -31,7 +31,12 @@ class AnomalyConfig(_Strict):
                        "the normal validation rows (a target false-positive rate)")
 
 
-class _Generative(_Strict):
+class _Generative(_Family):
+    # one image input or the tabular ones; category inputs only with a role (above)
+    input_kinds: ClassVar[tuple[str, ...]] = ("numeric", "binary", "category", "image")
+    output_kinds: ClassVar[tuple[str, ...]] = ()
+    generative: ClassVar[bool] = True
+
     condition: str | None = Field(None, description="a category input to condition on "
                                   "(class-conditional models)")
     quality_label: str | None = Field(None, description="a category input used only to judge "
@@ -112,6 +117,3 @@ class DiffusionConfig(_Generative):
             raise ValueError(f"sample_steps ({self.sample_steps}) cannot exceed timesteps "
                              f"({self.timesteps})")
         return self
-
-
-GENERATIVE_FAMILIES = ("autoencoder", "vae", "gan", "diffusion")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
+from layerwise.config.base import tags, union_members
 from layerwise.config.rl import RLConfig
 from layerwise.config.supervised import Config
 from layerwise.errors import ConfigError
@@ -54,7 +57,7 @@ def parse(source: Config | RLConfig | dict[str, Any] | str | Path,
     try:
         return root.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_explain(e, raw, root)) from None
+        raise ConfigError(_explain(e, root)) from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
@@ -97,17 +100,16 @@ def _child(node: Any, part: str, path: str, create: bool) -> Any:
     return node[part]
 
 
-def _explain(err: ValidationError, raw: dict[str, Any], root: type[BaseModel] = Config
-             ) -> str:
+def _explain(err: ValidationError, root: type[BaseModel] = Config) -> str:
     """Turn pydantic's report into messages that name the key and suggest fixes."""
     lines = []
     seen = set()
     for item in err.errors():
         loc = list(item["loc"])
-        where = _dotted(_display(item["loc"]))
+        where = _dotted(_display(item["loc"], root))
         if item["type"] == "extra_forbidden":
             parent = loc[:-1]
-            valid = _valid_keys(parent, raw, root)
+            valid = _valid_keys(parent, root)
             key = str(loc[-1])
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -128,19 +130,29 @@ def _explain(err: ValidationError, raw: dict[str, Any], root: type[BaseModel] = 
     return head + "\n  ".join(lines)
 
 
-_TAGS = {"numeric", "binary", "category", "image", "text", "next_token", "mlp", "cnn", "rnn",
-         "transformer", "dqn", "ppo"}
+def _walk(loc: list[Any] | tuple[Any, ...], root: type[BaseModel]) -> tuple[list[Any], Any]:
+    """Follow a pydantic loc through the config models from ``root``: the loc without the
+    union tags pydantic inserts (``inputs.0.numeric.x`` → ``inputs.0.x``), and the model
+    at its end (None once the loc leaves the models).
 
-
-def _display(loc: tuple[Any, ...]) -> list[Any]:
-    """Drop the union tags pydantic inserts into a loc (``inputs.0.numeric.x``)."""
-    out: list[Any] = []
-    for i, part in enumerate(loc):
-        prev = loc[i - 1] if i else None
-        if part in _TAGS and (isinstance(prev, int) or prev in ("model", "network", "agent")):
+    A tag is recognised by the union it follows, read off the union's discriminator, so
+    every family, feature type and agent is covered without a list of names."""
+    shown: list[Any] = []
+    model: Any = root
+    for part in loc:
+        member = model.member(part) if isinstance(model, _UnionOf) else None
+        if member is not None:  # pydantic's tag, not a key of the user's
+            model = member
             continue
-        out.append(part)
-    return out
+        shown.append(part)
+        if not isinstance(part, int):  # a list index keeps the element type
+            model = _field_model(model, part)
+    return shown, model
+
+
+def _display(loc: tuple[Any, ...], root: type[BaseModel] = Config) -> list[Any]:
+    """A loc as the user wrote it: without union tags."""
+    return _walk(loc, root)[0]
 
 
 def _dotted(loc: list[Any]) -> str:
@@ -155,74 +167,51 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _valid_keys(parent: list[Any], raw: dict[str, Any], root: type[BaseModel] = Config
-                ) -> list[str]:
+def _valid_keys(parent: list[Any], root: type[BaseModel] = Config) -> list[str]:
     """The field names allowed at ``parent`` (a pydantic loc without the bad key)."""
-    model: Any = root
-    node: Any = raw
-    i = 0
-    while i < len(parent):
-        part = parent[i]
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        model = _field_model(model, part, node)
-        if model is None:
-            return []
-        # pydantic puts the union tag into loc after list indexes and union fields
-        if i + 1 < len(parent) and isinstance(parent[i + 1], str) and \
-                parent[i + 1] not in getattr(model, "model_fields", {}) and \
-                _resolve_tag(model, parent[i + 1]) is not None:
-            model = _resolve_tag(model, parent[i + 1])
-            i += 1
-        i += 1
+    model = _walk(parent, root)[1]
     return list(getattr(model, "model_fields", {}).keys())
 
 
-def _field_model(model: Any, part: Any, node: Any) -> Any:
-    import typing
-
-    if isinstance(part, int):
-        return model  # a list index: the element type was resolved already
+def _field_model(model: Any, part: Any) -> Any:
+    """The model (or union of models) of field ``part`` of ``model``; None for a value."""
     fields = getattr(model, "model_fields", None)
     if not fields or part not in fields:
         return None
-    ann = fields[part].annotation
+    info = fields[part]
+    ann, discriminator = info.annotation, info.discriminator
     # unwrap Optional / list / Annotated unions down to a model or a union of models
     for _ in range(5):
         origin = typing.get_origin(ann)
         if origin is typing.Annotated:
-            ann = typing.get_args(ann)[0]
+            ann, *meta = typing.get_args(ann)
+            discriminator = next((m.discriminator for m in meta
+                                  if isinstance(m, FieldInfo) and m.discriminator),
+                                 discriminator)
         elif origin in (list, tuple):
             ann = typing.get_args(ann)[0]
         elif origin is Union or str(origin) == "<class 'types.UnionType'>":
-            models = [a for a in typing.get_args(ann) if isinstance(a, type)
-                      and issubclass(a, BaseModel)]
+            models = union_members(ann)
             if len(models) == 1:
                 ann = models[0]
             else:
-                return _UnionOf(models)
+                return _UnionOf(models, discriminator)
         else:
             break
     return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
 
 
 class _UnionOf:
-    def __init__(self, models: list[Any]) -> None:
-        self.models = models
+    """A union field in the walk: no fields of its own; the next loc part is a tag."""
+
+    def __init__(self, models: list[type[BaseModel]], discriminator: Any) -> None:
+        self.by_tag = {tag: m for m in models
+                       for tag in (tags(m, discriminator) if isinstance(discriminator, str)
+                                   else ())}
         self.model_fields: dict[str, Any] = {}
 
-
-def _resolve_tag(model: Any, tag: str) -> Any:
-    if not isinstance(model, _UnionOf):
-        return None
-    for m in model.models:
-        for field in ("type", "family", "algo"):
-            f = m.model_fields.get(field)
-            if f is not None and tag in getattr(f.annotation, "__args__", ()):
-                return m
-    return None
+    def member(self, part: Any) -> type[BaseModel] | None:
+        return self.by_tag.get(part) if isinstance(part, str) else None
 
 
 def json_schema(kind: Literal["supervised", "rl"] = "supervised") -> dict[str, Any]:

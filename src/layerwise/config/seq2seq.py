@@ -4,11 +4,11 @@ and the check that ties them together."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from layerwise.config.base import _Strict, check_heads
+from layerwise.config.base import _Family, _Strict, check_heads
 
 
 class SequenceOutput(_Strict):
@@ -32,8 +32,11 @@ class SequenceOutput(_Strict):
     fill_value: str = ""
 
 
-class Seq2SeqConfig(_Strict):
+class Seq2SeqConfig(_Family):
     """Encoder-decoder transformer: one text input → one sequence output."""
+
+    input_kinds: ClassVar[tuple[str, ...]] = ("text",)
+    output_kinds: ClassVar[tuple[str, ...]] = ("sequence",)
 
     family: Literal["seq2seq"]
     d_model: int = Field(128, gt=0, description="width of tokens (a multiple of heads)")
@@ -53,12 +56,14 @@ class Seq2SeqConfig(_Strict):
 
 
 def check_seq2seq(cfg: Any) -> None:
-    """One text input, one sequence output, family seq2seq: all three or none."""
+    """One text input, one sequence output, and a family that predicts sequences (seq2seq):
+    all three or none."""
     seqs = [o for o in cfg.outputs if o.type == "sequence"]
-    if not seqs and cfg.model.family != "seq2seq":
+    generates = cfg.model.accepts_output("sequence")
+    if not seqs and not generates:
         return
-    if len(seqs) != 1 or len(cfg.outputs) != 1 or cfg.model.family != "seq2seq" \
-            or [f.type for f in cfg.inputs] != ["text"]:
+    if len(seqs) != 1 or len(cfg.outputs) != 1 or not generates or len(cfg.inputs) != 1 \
+            or cfg.inputs[0].type not in cfg.model.input_kinds:
         raise ValueError("a sequence-to-sequence model reads one text input and predicts one "
                          "sequence output, with model.family: seq2seq; got inputs "
                          f"{[f.type for f in cfg.inputs]}, outputs "

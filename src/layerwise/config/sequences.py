@@ -4,11 +4,12 @@ the rest of a config."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from layerwise.config.base import _Strict
+from layerwise.config.base import _Family, _Strict, either, families_for
 
 
 class TimeseriesInput(_Strict):
@@ -75,8 +76,9 @@ class TagsOutput(_Strict):
         return self
 
 
-def check_sequence_features(cfg: Any) -> None:
-    """Cross-feature rules of series and tags (called by ``Config``'s validator)."""
+def check_sequence_features(cfg: Any, families: Mapping[str, type[_Family]]) -> None:
+    """Cross-feature rules of series and tags (called by ``Config``'s validator, with every
+    family's config to suggest the ones that fit)."""
     series = [f for f in cfg.inputs if f.type == "timeseries"]
     forecasts = [o for o in cfg.outputs if o.type == "forecast"]
     tags = [o for o in cfg.outputs if o.type == "tags"]
@@ -95,9 +97,10 @@ def check_sequence_features(cfg: Any) -> None:
         if o.name in s.exogenous or s.time in (o.name, *s.exogenous):
             raise ValueError(f"inputs {s.name!r}: time {s.time!r}, exogenous {s.exogenous} "
                              f"and the forecast column {o.name!r} must be distinct columns")
-        if family not in ("rnn", "transformer"):
-            raise ValueError(f"model.family {family} cannot read a timeseries input; use rnn "
-                             "or transformer")
+        if "timeseries" not in cfg.model.input_kinds:
+            fits = families_for(families, ["timeseries"], [o.type])
+            raise ValueError(f"model.family {family} cannot read a timeseries input; use "
+                             f"{either(fits)}")
         if o.season and o.season > s.lookback:
             raise ValueError(f"outputs {o.name!r}: season {o.season} is longer than the "
                              f"input's lookback {s.lookback}; the seasonal-naive baseline "
@@ -115,7 +118,6 @@ def check_sequence_features(cfg: Any) -> None:
         if texts[o.input].tokenizer not in ("word", "char"):
             raise ValueError(f"outputs {o.name!r}: tags align with word or char tokens; input "
                              f"{o.input!r} uses tokenizer {texts[o.input].tokenizer!r}")
-        if family not in ("rnn", "transformer") or getattr(cfg.model, "causal", False) or \
-                getattr(cfg.model, "pooling", None) == "cls":
+        if not cfg.model.accepts_output("tags"):
             raise ValueError(f"outputs {o.name!r}: tagging needs model.family rnn or a "
                              "transformer encoder (causal: false, pooling not cls)")

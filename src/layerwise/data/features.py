@@ -15,82 +15,34 @@ image      float [N, C, H, W]   size, channels, scale, per-channel mean/std
 text       {"ids": long [N, T], tokenizer vocabulary or BPE JSON (see data/text.py)
            "lengths": long [N]}
 =========  ===================  ==========================================================
+
+This file holds the tabular and image encoders and, at its end, the registries of every
+feature type (``INPUT_ENCODERS``, ``OUTPUT_ENCODERS``): the other types live in their own
+modules (text, tags, seq2seq, series) on the base class of data/encoder.py, and are listed
+here by name, so no module registers itself as a side effect of being imported.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import torch
 
+from layerwise.data.encoder import Encoder, is_missing, no_bad_rows, plain
+from layerwise.data.seq2seq import SequenceEncoder
+from layerwise.data.series import ForecastEncoder, SeriesEncoder
 from layerwise.data.table import Table
-from layerwise.errors import DataError
+from layerwise.data.tags import TagsEncoder
+from layerwise.data.text import NextTokenEncoder, TextEncoder
+from layerwise.errors import ConfigError, DataError
 
-_MISSING_TEXT = {"", "na", "nan", "null", "none"}
 _TRUE = {"1", "true", "yes", "y", "t", "1.0"}
 _FALSE = {"0", "false", "no", "n", "f", "0.0"}
-
-
-def is_missing(v: Any) -> bool:
-    if v is None or type(v).__name__ in ("NAType", "NaTType"):  # pandas.NA / NaT
-        return True
-    if isinstance(v, float | np.floating):
-        return bool(np.isnan(v))
-    if isinstance(v, str):
-        return v.strip().lower() in _MISSING_TEXT
-    return False
-
-
-def plain(v: Any) -> Any:
-    """A JSON-friendly Python scalar for a numpy scalar."""
-    return v.item() if isinstance(v, np.generic) else v
-
-
-class Encoder:
-    """Base class: subclasses set ``kind`` and implement parse/fit/transform/state."""
-
-    kind = ""
-
-    def __init__(self, cfg: Any) -> None:
-        self.cfg = cfg
-        self.name: str = cfg.name
-
-    # -- checking ---------------------------------------------------------------------
-    def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Return (values, bad mask, reasons for bad rows) for a raw column."""
-        raise NotImplementedError
-
-    def check(self, col: np.ndarray, table: Table) -> np.ndarray:
-        """Parse and raise a DataError naming the first bad row."""
-        values, bad, reasons = self.parse(col, table)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{table.where(i, self.name)}: {reasons[0]}")
-        return values
-
-    # -- fitting ----------------------------------------------------------------------
-    def fit(self, values: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def transform(self, values: np.ndarray) -> torch.Tensor:
-        raise NotImplementedError
-
-    def state(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def reference(self, values: np.ndarray) -> dict[str, Any]:
-        """Training-data statistics for drift monitoring."""
-        return {}
-
-
-def _bad(n: int) -> tuple[np.ndarray, list[str]]:
-    return np.zeros(n, dtype=bool), []
 
 
 class NumericEncoder(Encoder):
@@ -108,7 +60,7 @@ class NumericEncoder(Encoder):
 
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
         n = len(col)
-        bad, reasons = _bad(n)
+        bad, reasons = no_bad_rows(n)
         if col.dtype.kind in "fiub":
             values = col.astype(np.float64)
             missing = np.isnan(values)
@@ -186,7 +138,7 @@ class BinaryEncoder(Encoder):
 
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
         n = len(col)
-        bad, reasons = _bad(n)
+        bad, reasons = no_bad_rows(n)
         values = np.empty(n, dtype=object)
         policy = "error" if self.output else self.cfg.missing
         for i, v in enumerate(col):
@@ -263,7 +215,7 @@ class CategoryEncoder(Encoder):
 
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
         n = len(col)
-        bad, reasons = _bad(n)
+        bad, reasons = no_bad_rows(n)
         if col.dtype.kind in "iub":
             return col, bad, reasons
         values = np.empty(n, dtype=object)
@@ -350,7 +302,7 @@ class ImageEncoder(Encoder):
 
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
         n = len(col)
-        bad, reasons = _bad(n)
+        bad, reasons = no_bad_rows(n)
         if col.dtype != object:
             return self._shape(col, table), bad, reasons
         from PIL import Image, UnidentifiedImageError
@@ -470,22 +422,40 @@ def _resolve(path: str, origin: str) -> str:
     return str(candidate) if base.exists() and candidate.exists() else path
 
 
-INPUT_ENCODERS: dict[str, type[Encoder]] = {
-    "numeric": NumericEncoder, "binary": BinaryEncoder, "category": CategoryEncoder,
-    "image": ImageEncoder}
-OUTPUT_ENCODERS: dict[str, type[Encoder]] = {
-    "numeric": NumericEncoder, "binary": BinaryEncoder, "category": CategoryEncoder}
+# ------------------------------------------------------------------------ the registries
+# Every feature type, in one place: a config ``type`` → its encoder class (keyed by the
+# class's ``kind``). tests/test_registries.py checks that every type the config accepts
+# is here.
 
 
-# text encoders live in data/text.py (built on Encoder above); importing it registers "text"
-import layerwise.data.text  # noqa: E402,F401
+def _by_kind(*classes: type[Encoder]) -> Mapping[str, type[Encoder]]:
+    """A read-only table ``kind`` → class; two classes of one kind are an error."""
+    table: dict[str, type[Encoder]] = {}
+    for cls in classes:
+        if cls.kind in table:
+            raise ConfigError(f"feature type {cls.kind!r} is already registered (by "
+                              f"{table[cls.kind].__module__}.{table[cls.kind].__qualname__})")
+        table[cls.kind] = cls
+    return MappingProxyType(table)
+
+
+INPUT_ENCODERS = _by_kind(NumericEncoder, BinaryEncoder, CategoryEncoder, ImageEncoder,
+                          TextEncoder, SeriesEncoder)
+OUTPUT_ENCODERS = _by_kind(NumericEncoder, BinaryEncoder, CategoryEncoder, NextTokenEncoder,
+                           ForecastEncoder, TagsEncoder, SequenceEncoder)
+
+
+def encoder_class(type_: str, *, output: bool) -> type[Encoder]:
+    """The encoder of an input (or output) feature type; a miss lists the valid types."""
+    table = OUTPUT_ENCODERS if output else INPUT_ENCODERS
+    if type_ not in table:
+        raise DataError(f"no {'output' if output else 'input'} encoder for type {type_!r}; "
+                        f"registered: {', '.join(sorted(table))}")
+    return table[type_]
 
 
 def make_encoder(cfg: Any, *, output: bool) -> Encoder:
-    table = OUTPUT_ENCODERS if output else INPUT_ENCODERS
-    cls = table.get(cfg.type)
-    if cls is None:
-        raise DataError(f"no {'output' if output else 'input'} encoder for type {cfg.type!r}")
+    cls = encoder_class(cfg.type, output=output)
     if cls is ImageEncoder:
         return cls(cfg)
     return cls(cfg, output=output)  # type: ignore[call-arg]

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerwise.data.features import OUTPUT_ENCODERS
 from layerwise.data.text import PAD_ID, UNK_ID, TextEncoder
 
 
@@ -73,6 +72,3 @@ class SequenceEncoder(TextEncoder):
                 "mean_tokens": tokens / len(ids) if ids else None,
                 "unknown_rate": sum(s.count(UNK_ID) for s in ids) / max(1, tokens),
                 "truncated": sum(len(s) > self.cfg.max_length for s in ids)}
-
-
-OUTPUT_ENCODERS["sequence"] = SequenceEncoder

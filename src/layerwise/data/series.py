@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerwise.data.features import INPUT_ENCODERS, OUTPUT_ENCODERS, Encoder, is_missing
+from layerwise.data.batching import TensorData
+from layerwise.data.dataset import Dataset
+from layerwise.data.encoder import Encoder, is_missing
 from layerwise.data.table import Table
 from layerwise.errors import DataError
 
@@ -298,10 +300,6 @@ class ForecastEncoder(Encoder):
         self.mase_scale = state["mase_scale"]
 
 
-INPUT_ENCODERS["timeseries"] = SeriesEncoder
-OUTPUT_ENCODERS["forecast"] = ForecastEncoder
-
-
 # --------------------------------------------------------------------------- building
 
 
@@ -335,8 +333,6 @@ def parts(cleaned: dict[str, Any], cfg: Any, out_cfg: Any, split: Any
 
 def build_series(cfg: Any, schema: Any, tables: dict[str, Table]) -> Any:
     """The Dataset of a forecasting config (called by ``data.build``)."""
-    from layerwise.data.build import Dataset
-
     if set(tables) != {"all"}:
         raise DataError("a timeseries reads one table; hold out its end with the input's "
                         "test_steps / validation_steps instead of separate files")
@@ -379,8 +375,6 @@ def encode_table(schema: Any, table: Table, *, targets: bool) -> tuple[Any, dict
     Without: one window, the last ``lookback`` steps, to forecast what follows the table.
     Returns the TensorData and ``{"last": [N], "times": [N][H]}`` for decoding.
     """
-    from layerwise.data.batching import TensorData
-
     enc, fc = schema.series[0], schema.outputs[0]
     cleaned = clean(table, enc.cfg, fc.name)
     series, lb, h = cleaned["series"], enc.cfg.lookback, fc.size

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerwise.data.features import OUTPUT_ENCODERS, Encoder, _bad, is_missing
+from layerwise.data.encoder import Encoder, is_missing, no_bad_rows
 from layerwise.data.table import Table
 from layerwise.data.text import _WORD, TextEncoder
 from layerwise.errors import DataError
@@ -64,7 +64,7 @@ class TagsEncoder(Encoder):
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
         assert self.source is not None
         texts = table.column(self.source.name)
-        bad, reasons = _bad(len(col))
+        bad, reasons = no_bad_rows(len(col))
         values = np.empty(len(col), dtype=object)
         for i, (tags, text) in enumerate(zip(col, texts, strict=True)):
             seq = [] if is_missing(tags) and not isinstance(tags, str) else str(tags).split()
@@ -130,6 +130,3 @@ class TagsEncoder(Encoder):
         total = sum(counts.values()) or 1
         return {"count": int(len(values)), "tokens": total,
                 "frequencies": {k: v / total for k, v in sorted(counts.items())}}
-
-
-OUTPUT_ENCODERS["tags"] = TagsEncoder

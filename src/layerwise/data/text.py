@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerwise.data.features import INPUT_ENCODERS, OUTPUT_ENCODERS, Encoder, _bad
+from layerwise.data.encoder import Encoder, no_bad_rows
 from layerwise.data.table import Table
 from layerwise.errors import DataError, MissingDependencyError
 
@@ -67,7 +67,7 @@ class TextEncoder(Encoder):
     # -- checking -------------------------------------------------------------------------
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
         n = len(col)
-        bad, reasons = _bad(n)
+        bad, reasons = no_bad_rows(n)
         values = np.empty(n, dtype=object)
         for i, v in enumerate(col):
             if _is_missing_text(v):
@@ -233,7 +233,3 @@ class NextTokenEncoder(Encoder):
 
     def load_state(self, state: dict[str, Any]) -> None:
         pass
-
-
-INPUT_ENCODERS["text"] = TextEncoder
-OUTPUT_ENCODERS["next_token"] = NextTokenEncoder

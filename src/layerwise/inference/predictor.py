@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,16 @@ from layerwise.data.text import UNK_ID, NextTokenEncoder
 from layerwise.errors import ConfigError, DataError
 from layerwise.inference import generative, seq2seq, sequences
 
+Columns = dict[str, list[Any]]  # decoded values: a column name → one value per row
+
 
 class Predictor:
-    """A loaded model that accepts raw rows and returns decoded outputs."""
+    """A loaded model that accepts raw rows and returns decoded outputs.
+
+    It keeps nothing between calls: each ``predict`` encodes, runs and decodes its own rows
+    (what decoding needs is passed to ``decode``), so calls may interleave, e.g. from the
+    threads of a server.
+    """
 
     def __init__(self, artifact: art.Artifact) -> None:
         self.artifact = artifact
@@ -103,11 +111,9 @@ class Predictor:
             return sequences.tag(self, data, table, batch_size)
         if seq2seq.sequence_output(self.schema) is not None:  # generated text per row
             return seq2seq.predict(self, data, batch_size=min(batch_size, 256))
-        if self.schema.texts:
-            self._lengths = data.inputs[self.schema.texts[0].name]["lengths"]
         if any(isinstance(e, NextTokenEncoder) for e in self.schema.outputs):
             batch_size = min(batch_size, 64)  # logits [B, T, V] per batch
-        return self.decode(self.forward(data, batch_size))
+        return self.decode(self.forward(data, batch_size), data.inputs)
 
     def generate(self, prompt: str = "", max_tokens: int = 200, *,
                  temperature: float | None = None,
@@ -164,36 +170,67 @@ class Predictor:
         """The classes a class-conditional model can be asked for."""
         return generative.classes(self)
 
-    def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        cols: dict[str, list[Any]] = {}
+    def decode(self, outputs: dict[str, torch.Tensor],
+               inputs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One dict per row from the model's ``outputs``, by each output's decoder in
+        ``DECODERS``; ``inputs``, the encoded rows, are needed by a ``next_token`` output
+        (it reads the token after each text's end)."""
+        cols: Columns = {}
         for enc in self.schema.outputs:
-            out = outputs[enc.name]
-            if isinstance(enc, CategoryEncoder):
-                prob = out.softmax(dim=1).numpy()
-                best = prob.argmax(1)
-                cols[enc.name] = [enc.vocab[i] for i in best]
-                cols[f"{enc.name}_probability"] = [float(p[i]) for p, i in
-                                                   zip(prob, best, strict=True)]
-                cols[f"{enc.name}_probabilities"] = [
-                    {str(v): round(float(x), 6) for v, x in zip(enc.vocab, p, strict=True)}
-                    for p in prob]
-            elif isinstance(enc, BinaryEncoder):
-                p = out.sigmoid().numpy()
-                labels = enc.labels()
-                cols[enc.name] = [labels[int(x >= enc.cfg.threshold)] for x in p]
-                cols[f"{enc.name}_probability"] = [float(x) for x in p]
-            elif isinstance(enc, NumericEncoder):
-                cols[enc.name] = [float(x) for x in enc.decode(out)]
-            elif isinstance(enc, NextTokenEncoder):  # out: [N, T, V]; the token after each text
-                assert enc.source is not None
-                src = enc.source
-                last = self._lengths - 1
-                prob = out[torch.arange(len(out)), last].softmax(-1)
-                best = prob.argmax(-1).tolist()
-                cols[enc.name] = [src.decode([i]) for i in best]
-                cols[f"{enc.name}_probability"] = [float(prob[r, i]) for r, i in enumerate(best)]
+            decoder = DECODERS.get(enc.kind)
+            if decoder is None:
+                raise ConfigError(f"output {enc.name!r} of type {enc.kind!r} has no row "
+                                  f"decoder; decodable types: {', '.join(sorted(DECODERS))}")
+            cols.update(decoder(enc, outputs[enc.name], inputs or {}))
         n = len(next(iter(cols.values())))
         return [{k: v[i] for k, v in cols.items()} for i in range(n)]
+
+
+# -------------------------------------------------------------------- decoders per output kind
+# Each takes an output's encoder, its model output and the encoded inputs, and returns its
+# columns of decoded values (one entry per row).
+
+
+def _category(enc: CategoryEncoder, out: torch.Tensor, inputs: Mapping[str, Any]) -> Columns:
+    prob = out.softmax(dim=1).numpy()  # [N, classes]
+    best = prob.argmax(1)
+    return {
+        enc.name: [enc.vocab[i] for i in best],
+        f"{enc.name}_probability": [float(p[i]) for p, i in zip(prob, best, strict=True)],
+        f"{enc.name}_probabilities": [
+            {str(v): round(float(x), 6) for v, x in zip(enc.vocab, p, strict=True)}
+            for p in prob]}
+
+
+def _binary(enc: BinaryEncoder, out: torch.Tensor, inputs: Mapping[str, Any]) -> Columns:
+    p = out.sigmoid().numpy()  # [N]
+    labels = enc.labels()
+    return {enc.name: [labels[int(x >= enc.cfg.threshold)] for x in p],
+            f"{enc.name}_probability": [float(x) for x in p]}
+
+
+def _numeric(enc: NumericEncoder, out: torch.Tensor, inputs: Mapping[str, Any]) -> Columns:
+    return {enc.name: [float(x) for x in enc.decode(out)]}
+
+
+def _next_token(enc: NextTokenEncoder, out: torch.Tensor, inputs: Mapping[str, Any]
+                ) -> Columns:
+    """The most likely token after each text: ``out`` is ``[N, T, V]``, read at the text's
+    last position."""
+    src = enc.source
+    if src is None or src.name not in inputs:
+        raise DataError(f"decoding output {enc.name!r} needs the encoded text input "
+                        f"{enc.column!r}: pass decode(outputs, data.inputs)")
+    last = inputs[src.name]["lengths"] - 1  # [N]
+    prob = out[torch.arange(len(out)), last].softmax(-1)  # [N, V]
+    best = prob.argmax(-1).tolist()
+    return {enc.name: [src.decode([i]) for i in best],
+            f"{enc.name}_probability": [float(prob[r, i]) for r, i in enumerate(best)]}
+
+
+DECODERS: dict[str, Callable[[Any, torch.Tensor, Mapping[str, Any]], Columns]] = {
+    "category": _category, "binary": _binary, "numeric": _numeric,
+    "next_token": _next_token}
 
 
 def _column(values: Any) -> np.ndarray:

@@ -202,6 +202,7 @@ def row_mean(x: torch.Tensor) -> torch.Tensor:
 
 @register_model("autoencoder")
 class Autoencoder(GenerativeModel):
+    config_class = AutoencoderConfig
     threshold: torch.Tensor
 
     def __init__(self, cfg: AutoencoderConfig, desc: dict[str, Any]) -> None:

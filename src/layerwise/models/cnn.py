@@ -64,6 +64,8 @@ class ConvStage(nn.Module):
 
 @register_model("cnn")
 class CNN(nn.Module):
+    config_class = CNNConfig  # declares what the family reads and predicts
+
     def __init__(self, cfg: CNNConfig, desc: dict[str, Any]) -> None:
         super().__init__()
         images = desc["images"]

@@ -208,6 +208,8 @@ class Diffusion(GenerativeModel):
         torch.Size([2, 1, 8, 8])
     """
 
+    config_class = DiffusionConfig
+
     def __init__(self, cfg: DiffusionConfig, desc: dict[str, Any]) -> None:
         super().__init__(cfg, desc)
         if not self.spec.is_image:

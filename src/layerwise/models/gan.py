@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from layerwise.config import GANConfig
 from layerwise.errors import ConfigError
 from layerwise.models.generative import EMA, GenerativeModel
 from layerwise.models.registry import register_model
@@ -183,6 +184,8 @@ class Discriminator(nn.Module):
 @register_model("gan")
 class GAN(GenerativeModel):
     """A DCGAN-style generator and discriminator; see the module docstring."""
+
+    config_class = GANConfig
 
     def __init__(self, cfg: Any, desc: dict[str, Any]) -> None:
         super().__init__(cfg, desc)

@@ -24,7 +24,7 @@ sized ``spec.classes`` (unknown included) and ``spec.class_ids`` lists the real 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -45,8 +45,6 @@ class DataSpec(nn.Module):
         if others:
             raise ConfigError(f"model family {cfg.family} models image or numeric inputs; "
                               f"category inputs {others} have no role (use model.condition)")
-        if desc.get("texts"):
-            raise ConfigError(f"model family {cfg.family} cannot read text inputs")
         if len(images) > 1 or (images and desc.get("numeric_dim", 0)):
             raise ConfigError(f"model family {cfg.family} models one image input or the "
                               "numeric inputs, not both")
@@ -101,8 +99,15 @@ class DataSpec(nn.Module):
 class GenerativeModel(nn.Module):
     """The base of the generative families (see the module docstring)."""
 
-    generative = True
+    config_class: ClassVar[type[Any]]  # the family's config (config/generative.py)
+    generative: ClassVar[bool]
     phases: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # inference asks a model whether it is generative: the answer is what its config
+        # declares (one source, config/), not a flag of its own
+        cls.generative = cls.config_class.generative
 
     def __init__(self, cfg: Any, desc: dict[str, Any]) -> None:
         super().__init__()

@@ -19,6 +19,8 @@ from layerwise.models.registry import register_model
 
 @register_model("mlp")
 class MLP(nn.Module):
+    config_class = MLPConfig  # declares what the family reads and predicts
+
     def __init__(self, cfg: MLPConfig, desc: dict[str, Any]) -> None:
         super().__init__()
         self.tabular = TabularEncoder.from_schema(desc)

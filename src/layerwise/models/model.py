@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from layerwise.config import FAMILY_CONFIGS
+from layerwise.config.base import either, families_for
 from layerwise.errors import ConfigError
 from layerwise.models.heads import Head, NextTokenHead, SequenceHead, build_head
 from layerwise.models.registry import get_model
@@ -57,21 +59,30 @@ class LayerwiseModel(nn.Module):
         return out
 
 
+# the keys of a schema's description that name inputs, and the kind of input each holds
+_NAMED_INPUTS = {"texts": "text", "series": "timeseries", "images": "image"}
+
+
+def check_inputs(model_cfg: Any, output_cfgs: list[Any], desc: dict[str, Any]) -> None:
+    """Refuse the inputs a family does not read: its config declares ``input_kinds``
+    (config/; see base._Family), and the error suggests the families that fit."""
+    for key, kind in _NAMED_INPUTS.items():
+        names = sorted(desc.get(key, {}))
+        if names and kind not in model_cfg.input_kinds:
+            fits = families_for(FAMILY_CONFIGS, [kind], [o.type for o in output_cfgs])
+            hint = f"; use family {either(fits)}" if fits else ""
+            raise ConfigError(f"model {model_cfg.family} cannot read {kind} inputs "
+                              f"({', '.join(names)}){hint}")
+
+
 def build_model(model_cfg: Any, output_cfgs: list[Any], desc: dict[str, Any],
                 class_weights: dict[str, torch.Tensor] | None = None,
                 scales: dict[str, float] | None = None) -> LayerwiseModel:
     """Build backbone (from the registry) and heads for a described schema."""
     family = get_model(model_cfg.family)
-    if getattr(family, "generative", False):  # a whole model: it learns from its inputs
+    check_inputs(model_cfg, output_cfgs, desc)
+    if model_cfg.generative:  # a whole model: it learns from its inputs
         return family.from_config(model_cfg, desc)  # type: ignore[attr-defined, no-any-return]
-    texts = sorted(desc.get("texts", {}))
-    if texts and not getattr(family, "reads_text", False):
-        raise ConfigError(f"model {model_cfg.family} cannot read text inputs ({', '.join(texts)})"
-                          "; use family rnn or transformer")
-    series = sorted(desc.get("series", {}))
-    if series and not getattr(family, "reads_series", False):
-        raise ConfigError(f"model {model_cfg.family} cannot read timeseries inputs "
-                          f"({', '.join(series)}); use family rnn or transformer")
     backbone = family.from_config(model_cfg, desc)  # type: ignore[attr-defined]
     heads: list[Head | NextTokenHead | SequenceHead] = []
     for o in output_cfgs:

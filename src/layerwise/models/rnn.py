@@ -112,19 +112,17 @@ class WindowEncoder(nn.Module):
 
 @register_model("rnn")
 class RNN(nn.Module):
-    """A recurrent encoder per text input; tabular inputs join the dense head."""
+    """A recurrent encoder per text input; tabular inputs join the dense head.
 
-    reads_text = True
-    reads_series = True
+    What it reads and predicts is declared by :class:`RNNConfig` (build_model checks it)."""
+
+    config_class = RNNConfig
 
     def __init__(self, cfg: RNNConfig, desc: dict[str, Any]) -> None:
         super().__init__()
         texts, series = desc.get("texts", {}), desc.get("series", {})
         if not texts and not series:
             raise ConfigError("model rnn needs at least one text or timeseries input")
-        if desc.get("images"):
-            raise ConfigError(f"model rnn cannot read image inputs "
-                              f"({', '.join(desc['images'])}); use family cnn or mlp")
         self.text_names = sorted(texts)
         self.encoders = nn.ModuleDict({
             n: SequenceEncoder(cfg, texts[n]["vocab_size"], texts[n]["pad_id"])

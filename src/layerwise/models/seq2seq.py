@@ -92,16 +92,16 @@ class DecoderBlock(Block):
 
 @register_model("seq2seq")
 class Seq2Seq(nn.Module):
-    """One text input → decoder states ``[B, L+1, C]`` for one sequence output."""
+    """One text input → decoder states ``[B, L+1, C]`` for one sequence output.
 
-    reads_text = True
+    What it reads and predicts is declared by :class:`Seq2SeqConfig` (build_model checks
+    it)."""
+
+    config_class = Seq2SeqConfig
 
     def __init__(self, cfg: Seq2SeqConfig, desc: dict[str, Any]) -> None:
         super().__init__()
         texts, seqs = desc.get("texts", {}), desc.get("sequences", {})
-        if desc.get("images"):
-            raise ConfigError(f"model seq2seq cannot read image inputs "
-                              f"({', '.join(desc['images'])}); it reads one text input")
         if len(texts) != 1 or len(seqs) != 1 or desc.get("numeric_dim") \
                 or desc.get("category_sizes"):
             raise ConfigError("model seq2seq reads exactly one text input and predicts one "

@@ -218,19 +218,18 @@ class SeriesTransformer(TextTransformer):
 
 @register_model("transformer")
 class Transformer(nn.Module):
-    """A transformer encoder per text input; tabular inputs join the dense head."""
+    """A transformer encoder per text input; tabular inputs join the dense head.
 
-    reads_text = True
-    reads_series = True
+    What it reads and predicts is declared by :class:`TransformerConfig` (build_model
+    checks it)."""
+
+    config_class = TransformerConfig
 
     def __init__(self, cfg: TransformerConfig, desc: dict[str, Any]) -> None:
         super().__init__()
         texts, series = desc.get("texts", {}), desc.get("series", {})
         if not texts and not series:
             raise ConfigError("model transformer needs at least one text or timeseries input")
-        if desc.get("images"):
-            raise ConfigError(f"model transformer cannot read image inputs "
-                              f"({', '.join(desc['images'])}); use family cnn or mlp")
         self.text_names = sorted(texts)
         self.encoders = nn.ModuleDict({
             n: TextTransformer(cfg, texts[n]["vocab_size"], texts[n]["max_length"],

@@ -49,6 +49,7 @@ EVAL_SEED = 0  # the noise of the validation ELBO estimate
 
 @register_model("vae")
 class VAE(GenerativeModel):
+    config_class = VAEConfig
     kl_steps: torch.Tensor
 
     def __init__(self, cfg: VAEConfig, desc: dict[str, Any]) -> None:

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from layerwise.config import DQNConfig, RLConfig
-from layerwise.errors import NonFiniteError
 from layerwise.rl.env import EnvPool
 from layerwise.rl.networks import QNetwork, build_network
 from layerwise.rl.replay import ReplayBuffer
+from layerwise.training.guard import Guard
 from layerwise.training.optim import build_optimizer, build_scheduler
 
 MAX_NONFINITE = 10
@@ -53,6 +53,8 @@ class DQN:
         self.updates = 0
         self.skipped = 0
         self.bad_in_row = 0
+        self.guard = Guard(MAX_NONFINITE, "lower train.optimizer.lr or set env.reward_scale",
+                           "DQN updates")
 
     def epsilon(self, step: int) -> float:
         a = self.a
@@ -114,13 +116,10 @@ class DQN:
         loss = (b["weights"].to(dev) * per).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if a.max_grad_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), a.max_grad_norm)
-        else:
-            norm = torch.zeros(())
-        if not bool(torch.isfinite(loss) & torch.isfinite(norm)):
-            return self._skip(float(loss))
-        self.bad_in_row = 0
+        v = self.guard.measure_clipped(self.net.parameters(), loss, a.max_grad_norm)
+        if not v.finite:
+            return self._skip(v.loss)
+        self.guard.ok(self)
         self.opt.step()
         self.sched.step()
         self.updates += 1
@@ -130,13 +129,8 @@ class DQN:
                                                          else {})}
 
     def _skip(self, loss: float) -> dict[str, float]:
-        self.skipped += 1
-        self.bad_in_row += 1
         self.opt.zero_grad(set_to_none=True)
-        if self.bad_in_row >= MAX_NONFINITE:
-            raise NonFiniteError(f"{self.bad_in_row} DQN updates in a row had a non-finite "
-                                 f"loss or gradient (last loss {loss}); lower "
-                                 "train.optimizer.lr or set env.reward_scale")
+        self.guard.skip(self, loss)
         return {}
 
     def sync_target(self) -> None:

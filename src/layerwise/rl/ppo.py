@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from layerwise.config import PPOConfig, RLConfig
-from layerwise.errors import NonFiniteError
 from layerwise.rl.env import EnvPool
 from layerwise.rl.networks import ActorCritic, build_network
+from layerwise.training.guard import Guard
 from layerwise.training.optim import build_optimizer, build_scheduler
 
 
@@ -47,6 +47,8 @@ class PPO:
         self.rollouts = 0
         self.updates = 0
         self.skipped = 0
+        self.guard = Guard(None, "lower train.optimizer.lr or set env.normalize_obs / "
+                           "env.normalize_reward", "PPO updates")
 
     def clip_range(self) -> float:
         """The clip range of the coming update (clip_decay: falls linearly towards 0)."""
@@ -139,12 +141,9 @@ class PPO:
                     break
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if a.max_grad_norm is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(net.parameters(), a.max_grad_norm)
-                else:
-                    norm = torch.zeros(())
-                if not bool(torch.isfinite(loss) & torch.isfinite(norm)):
-                    self._skip(float(loss))
+                v = self.guard.measure_clipped(net.parameters(), loss, a.max_grad_norm)
+                if not v.finite:
+                    self._skip(v.loss)
                     continue
                 self.opt.step()
                 self.updates += 1
@@ -167,12 +166,10 @@ class PPO:
         return logs
 
     def _skip(self, loss: float) -> None:
-        self.skipped += 1
         self.opt.zero_grad(set_to_none=True)
-        if self.skipped >= 10 * max(1, self.rollouts):  # most updates fail: give up
-            raise NonFiniteError(f"PPO skipped {self.skipped} updates with a non-finite loss "
-                                 f"or gradient (last loss {loss}); lower train.optimizer.lr "
-                                 "or set env.normalize_obs / env.normalize_reward")
+        # many minibatch updates per rollout: give up when most of them fail over the
+        # run, not after a few in a row
+        self.guard.skip(self, loss, counts=False, total_limit=10 * max(1, self.rollouts))
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self, replay: bool = True) -> dict[str, Any]:

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
-
-
-def write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    """history.csv: one row per log interval (columns: every key any row has)."""
-    keys = list(dict.fromkeys(k for h in history for k in h))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
 
 
 def curves(history: list[dict[str, Any]], path: str | Path) -> Path | None:

@@ -16,11 +16,7 @@ stopped.
 from __future__ import annotations
 
 import copy
-import json
-import platform
-import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,20 +24,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from layerwise.config import RLConfig, config_hash, parse
+from layerwise.config import RLConfig
 from layerwise.errors import CheckpointError
 from layerwise.rl.dqn import DQN
 from layerwise.rl.env import EnvPool, RunningMeanStd
 from layerwise.rl.policy import Policy
 from layerwise.rl.ppo import PPO
-from layerwise.rl.report import curves, policy_card, write_history
+from layerwise.rl.report import curves, policy_card
+from layerwise.runs import check_same, lineage, open_run, seed_all, write_history, write_metrics
 from layerwise.training import checkpoint as ckpt
-from layerwise.training.callbacks import Callback
+from layerwise.training.callbacks import Callback, SigtermFlag
 from layerwise.training.hardware import cores, forward_flops, threads_for
 
-MAY_CHANGE = ("total_steps", "progress", "threads")  # train keys a resume may change
 LAST = ("epsilon", "lr", "clip_range", "beta", "action_std")  # logged as the latest value
 EPISODE_KEYS = ("return_mean", "return_min", "return_max", "length_mean")
 
@@ -100,12 +95,11 @@ class Runner:
         self.state = RunState()
         self.best: dict[str, Any] | None = None  # keep_best: the best evaluated policy
         self.should_stop = False
-        self._sigterm = False
+        self.interrupt_requested = False  # set by SIGTERM: checkpoint and stop
 
     def setup(self) -> None:
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
+        seed_all(cfg.seed)
         self.pool = EnvPool(cfg.env, cfg.seed, cfg.agent.gamma)
         dev = "cuda" if cfg.train.device == "auto" and torch.cuda.is_available() else \
             "cpu" if cfg.train.device == "auto" else cfg.train.device
@@ -136,7 +130,7 @@ class Runner:
             cb.on_fit_start(self, self.agent.net)
         st = self.state
         interrupted = False
-        with _SigtermFlag(self):
+        with SigtermFlag(self):
             t0 = time.perf_counter()
             while self._more() and not self.should_stop:
                 old = st.step
@@ -147,11 +141,12 @@ class Runner:
                 st.train_time += dt
                 st.window.seconds += dt
                 self._rows(old, st.step)
-                if self._sigterm or _crossed(old, st.step, self.cfg.train.checkpoint_every):
+                every = self.cfg.train.checkpoint_every
+                if self.interrupt_requested or _crossed(old, st.step, every):
                     self._save()
                 for cb in self.callbacks:
                     cb.on_step_end(self, st.step, logs)
-                if self._sigterm:
+                if self.interrupt_requested:
                     interrupted = True
                     break
                 t0 = time.perf_counter()
@@ -276,7 +271,7 @@ class Runner:
         if state.get("kind") != "rl":
             raise CheckpointError(f"{self.out / 'checkpoints'}: the checkpoint is not from a "
                                   "reinforcement-learning run")
-        _check_same(state["config"], self.cfg, self.out / "checkpoints")
+        check_same(state["config"], self.cfg, self.out)
         self.agent.load_state_dict(state["agent"])
         self.pool.load_state_dict(state["pool"])
         r = dict(state["runner"])
@@ -315,57 +310,24 @@ class Runner:
                          "parameters": n_params, **self.agent.summary()},
             "choices": self.choices,
         }
-        lineage = {"config_hash": config_hash(cfg), "seed": cfg.seed, "env_id": cfg.env.id,
-                   "versions": _versions()}
-        card = policy_card(cfg.model_dump(mode="json"), metrics, lineage)
+        made = lineage(cfg, env_id=cfg.env.id, libraries={"gymnasium": _gymnasium()})
+        card = policy_card(cfg.model_dump(mode="json"), metrics, made)
         headline = {k: ev[k] for k in ("episodes", "seed", "return_mean", "return_std",
                                        "return_min", "return_max", "length_mean")}
         self.policy(best=use_best).save(out / "model", metrics={"evaluation": headline},
-                                        lineage=lineage, card=card,
+                                        lineage=made, card=card,
                                         extra={"parameters": n_params,
                                                "kept": metrics["kept"]})
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_metrics(out / "metrics.json", metrics)
         write_history(out / "history.csv", self.history)
         curves(self.history, out / "curves.png")
         return AgentRun(out, cfg, metrics, self.history, False, st.step)
 
 
-class _SigtermFlag:
-    """While active, SIGTERM sets ``runner._sigterm``: checkpoint and stop at the next step."""
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self.previous: Any = None
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.runner._sigterm = True
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-
-def _check_same(saved: dict[str, Any], cfg: RLConfig, where: Path) -> None:
-    now = cfg.model_dump(mode="json")
-    strip = [dict(c, train={k: v for k, v in c["train"].items() if k not in MAY_CHANGE})
-             for c in (saved, now)]
-    if strip[0] != strip[1]:
-        raise CheckpointError(f"cannot resume in {where.parent}: the config differs from the "
-                              "one the run started with (only train.total_steps, "
-                              "train.progress and train.threads may change)")
-
-
-def _versions() -> dict[str, str]:
+def _gymnasium() -> str:
     import gymnasium
 
-    from layerwise import __version__
-
-    return {"layerwise": __version__, "torch": torch.__version__,
-            "gymnasium": gymnasium.__version__, "python": platform.python_version()}
+    return str(gymnasium.__version__)
 
 
 def train_agent(config: RLConfig, *, output: str | Path | None = None, resume: bool = False,
@@ -375,15 +337,5 @@ def train_agent(config: RLConfig, *, output: str | Path | None = None, resume: b
     cfg = config
     if progress:
         cfg.train.progress = progress  # type: ignore[assignment]
-    out = Path(output) if output else Path("runs") / cfg.name
-    resolved = out / "config.yaml"
-    if resume:
-        if not resolved.is_file():
-            raise CheckpointError(f"cannot resume: {out} has no config.yaml from an earlier run")
-        before = parse(yaml.safe_load(resolved.read_text(encoding="utf-8")))
-        if not isinstance(before, RLConfig):
-            raise CheckpointError(f"cannot resume in {out}: it holds a supervised run")
-        _check_same(before.model_dump(mode="json"), cfg, out / "checkpoints")
-    out.mkdir(parents=True, exist_ok=True)
-    resolved.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    out = open_run(cfg, output, resume=resume).path
     return Runner(cfg, out, resume=resume, callbacks=callbacks).run()

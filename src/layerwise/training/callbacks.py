@@ -99,3 +99,135 @@ def format_logs(logs: dict[str, Any]) -> str:
         if isinstance(v, float):
             parts.append(f"{k} {v:.4g}")
     return "  ".join(parts)
+
+
+# -- the Trainer's own callbacks ---------------------------------------------------------
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; by default restore
+    the best weights at the end (``restore_best``). Its counters live in the Trainer's
+    state, the best weights in the checkpoint (``state_key``), so it resumes exactly."""
+
+    state_key = "best_state"
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.best_state: dict[str, Any] | None = None
+        self.model: Any = None
+
+    def on_fit_start(self, trainer: Any, model: Any) -> None:
+        self.model = model
+
+    def mode(self) -> str:
+        m = self.cfg.monitor
+        if self.cfg.mode != "auto":
+            return str(self.cfg.mode)
+        return "min" if "loss" in m or m.endswith(("mae", "rmse")) else "max"
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
+        from layerwise.errors import ConfigError
+
+        es, st = self.cfg, trainer.state
+        if es.monitor not in logs:
+            raise ConfigError(f"train.early_stopping.monitor {es.monitor!r} is not a logged "
+                              f"metric; available: {', '.join(k for k in logs if '/' not in k)}")
+        value = float(logs[es.monitor])
+        better = st.best is None or (value < st.best - es.min_delta if self.mode() == "min"
+                                     else value > st.best + es.min_delta)
+        if better:
+            st.best, st.best_epoch, st.waited = value, st.epoch, 0
+            if es.restore_best:
+                self.best_state = {k: v.detach().clone()
+                                   for k, v in self.model.state_dict().items()}
+        else:
+            st.waited += 1
+            if st.waited >= es.patience:
+                st.stopped_early = True
+                trainer.should_stop = True
+
+    def on_fit_end(self, trainer: Any, result: Any) -> None:
+        if not result.interrupted and self.best_state is not None and self.cfg.restore_best:
+            self.model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> Any:
+        return None if self.best_state is None else \
+            {k: v.detach().contiguous() for k, v in self.best_state.items()}
+
+    def load_state_dict(self, state: Any) -> None:
+        self.best_state = state
+
+
+class GradTelemetry(Callback):
+    """Per-layer gradient norms, sampled every ``telemetry_every`` steps and averaged per
+    epoch into the history as ``grad_norm/<layer>`` (checkpointed as ``state_key``)."""
+
+    state_key = "grad"
+
+    def __init__(self, param_names: list[str]) -> None:
+        import torch
+
+        layer_of = [n.rsplit(".", 1)[0] if "." in n else n for n in param_names]
+        self.names = list(dict.fromkeys(layer_of))           # backbone.body.0, ...
+        self.index = torch.tensor([self.names.index(v) for v in layer_of])
+        self.sum = torch.zeros(len(self.names))
+        self.count = 0
+
+    def record(self, norms: Any, tensors: int) -> None:
+        """Add one step's per-tensor norms (skipped unless every tensor had a gradient)."""
+        import torch
+
+        if tensors != len(self.index):
+            return
+        sq = torch.zeros(len(self.names)).index_add_(0, self.index, norms.float().cpu() ** 2)
+        self.sum += sq.sqrt()
+        self.count += 1
+
+    def epoch_logs(self) -> dict[str, float]:
+        if not self.count:
+            return {}
+        mean = (self.sum / self.count).tolist()
+        self.sum.zero_()
+        self.count = 0
+        return {f"grad_norm/{n}": v for n, v in zip(self.names, mean)}
+
+    def state_dict(self) -> Any:
+        return {"sum": self.sum.clone(), "count": self.count}
+
+    def load_state_dict(self, state: Any) -> None:
+        self.sum, self.count = state["sum"], state["count"]
+
+
+class Checkpointing(Callback):
+    """Writes the checkpoint every ``checkpoint_every`` steps, at epoch ends (the Trainer
+    calls :meth:`Trainer.save_checkpoint`) and when SIGTERM asked to stop."""
+
+    def on_step_end(self, trainer: Any, step: int, loss: Any) -> None:
+        every = trainer.config.checkpoint_every
+        if trainer.interrupt_requested or (every and step % every == 0):
+            trainer.save_checkpoint()
+
+
+class SigtermFlag:
+    """While active, SIGTERM sets ``trainer.interrupt_requested`` instead of killing the
+    process: the loop checkpoints at the next step boundary and returns."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.trainer.interrupt_requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)

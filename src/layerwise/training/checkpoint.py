@@ -59,3 +59,14 @@ def is_finite(module: torch.nn.Module) -> bool:
     (an autoencoder's anomaly threshold before it is chosen)."""
     return all(bool(torch.isfinite(p).all()) for p in module.parameters()
                if p.is_floating_point())
+
+
+# the train settings a resume may change: how long the run goes on (epochs, or
+# total_steps for an agent), how it reports, and how many threads it uses
+MAY_CHANGE = ("epochs", "total_steps", "progress", "threads")
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch and NumPy's global generators: the one seeding of every kind of run."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)

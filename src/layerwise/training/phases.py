@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from layerwise.config import TrainConfig
-from layerwise.errors import ConfigError, NonFiniteError
+from layerwise.errors import ConfigError
+from layerwise.training.guard import Guard
 from layerwise.training.optim import build_optimizer, build_scheduler
 
 
@@ -82,6 +83,8 @@ class Phases:
                                                              steps_per_epoch)
                                           for p, o in opts.items()})
         self.cfg = cfg
+        self.guard = Guard(cfg.max_nonfinite_steps, "a phase's loss or gradient was not "
+                           "finite: lower the learning rates or set train.grad_clip", "steps")
 
     def step(self, model: nn.Module, inputs: Any, state: Any, sched_active: bool
              ) -> float | None:
@@ -95,16 +98,10 @@ class Phases:
             model.zero_grad(set_to_none=True)
             loss, extra = model.phase_loss(name, inputs)  # type: ignore[operator]
             loss.backward()
-            grads = [p.grad for p in params if p.grad is not None]
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) \
-                if grads else torch.zeros(())
-            norm_value, loss_value = torch.stack([norm, loss.detach().float()]).tolist()
-            if math.isfinite(norm_value) and math.isfinite(loss_value):
-                clip = self.cfg.grad_clip
-                if clip is not None and norm_value > clip:
-                    torch._foreach_mul_(grads, clip / (norm_value + 1e-6))
+            v = self.guard.measure(params, loss, clip=self.cfg.grad_clip)
+            if v.finite:
                 opt.step()
-                total += loss_value
+                total += v.loss
             else:
                 finite = False
             logs[f"{name}_loss"] = loss.detach()
@@ -116,14 +113,9 @@ class Phases:
                 for sched in self.scheduler.scheds.values():
                     sched.step()
         if not finite:
-            state.skipped += 1
-            state.bad_in_row += 1
-            if state.bad_in_row >= self.cfg.max_nonfinite_steps:
-                raise NonFiniteError(f"{state.bad_in_row} steps in a row had a non-finite loss "
-                                     "or gradient in some phase; lower the learning rates or "
-                                     "set train.grad_clip")
+            self.guard.skip(state, math.nan)
             return None
-        state.bad_in_row = 0
+        self.guard.ok(state)
         values = dict(zip(logs, torch.stack([v.float() for v in logs.values()]).tolist()))
         for k, v in values.items():
             state.phase_sums[k] = state.phase_sums.get(k, 0.0) + v

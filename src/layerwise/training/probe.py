@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -134,3 +135,58 @@ def _write(path: Path, data: dict[str, Any]) -> None:
                                                         sort_keys=True).encode()))
     except OSError:  # a read-only cache folder: the choice is still made and recorded
         pass
+
+
+def settle(c: Any, cfg: Any, model: nn.Module, batch: Any, device: torch.device,
+           step: Callable[[nn.Module], torch.Tensor]) -> None:
+    """Settle the threads and precision of a new run on its first batch, in place.
+
+    ``c`` holds the flag-based choices (:func:`layerwise.training.hardware.choose`);
+    ``step(model)`` is the run's training step on ``batch`` (forward and loss).
+    """
+    from layerwise.training.hardware import (
+        SMALL_MODEL_FLOPS,
+        forward_flops,
+        idle_cores,
+        threads_for,
+    )
+
+    cpu = device.type == "cpu"
+    timed = cfg.precision == "auto" and c.precision == "bf16" and cpu
+    flops = forward_flops(model, lambda: model(batch[0])) \
+        if cpu and (cfg.threads is None or timed) else math.inf
+    if cfg.threads is None and cpu:
+        free = idle_cores() if flops >= SMALL_MODEL_FLOPS and c.threads > 1 else None
+        c.threads, c.reasons["threads"] = threads_for(flops, c.threads, free)
+        c.probe["idle_cores"] = None if free is None else round(free, 2)
+    torch.set_num_threads(c.threads)
+    if timed and flops < SMALL_MODEL_FLOPS:
+        c.precision = "fp32"
+        c.reasons["precision"] = (f"small model ({flops / 1e6:.2g} MFLOP per forward "
+                                  "batch): bf16 casts cost more than they save")
+    elif timed:
+        c.precision, c.reasons["precision"], c.probe["precision"] = choose_precision(
+            model, step, batch, device, c.threads)
+    if c.precision == "fp16" and getattr(model, "phases", ()):
+        c.precision = "fp32"
+        c.reasons["precision"] = ("fp16 needs a gradient scaler, which phased training "
+                                  "does not run: fp32")
+    if c.precision != "fp32" and cfg.precision == "auto":
+        check_agreement(c, model, step, device)
+
+
+def check_agreement(c: Any, model: nn.Module, step: Callable[[nn.Module], torch.Tensor],
+                    device: torch.device) -> None:
+    """Keep a reduced precision only if one batch's loss agrees with fp32 within 5%."""
+    with torch.random.fork_rng(devices=[]):
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            ref = float(step(model))
+            with torch.autocast(device.type, dtype=c.autocast_dtype):
+                low = float(step(model))
+        model.train(was)
+    if not math.isfinite(low) or abs(low - ref) > 0.05 * max(1e-3, abs(ref)):
+        c.reasons["precision"] = (f"{c.precision} loss {low:.4g} differs from fp32 "
+                                  f"{ref:.4g} on the first batch: kept fp32")
+        c.precision = "fp32"

@@ -1,0 +1,128 @@
+"""The run directory of every kind of run: supervised, generative and reinforcement learning.
+
+    runs/<name>/
+      config.yaml     the resolved config (written before anything trains)
+      checkpoints/    last.ckpt: exact resume
+      model/          the artifact (a policy for an agent)
+      metrics.json    final metrics, the hardware choices, timings
+      history.csv     one row per epoch (per log interval for an agent)
+      curves.png      learning curves
+
+One resume rule for all of them: ``--resume`` needs the folder's ``config.yaml`` and a
+config equal to it except for the settings in :data:`MAY_CHANGE` (how long the run goes
+on, how it reports, its threads). One seeding function, one lineage record, one
+``__version__``. The tracking store hooks in here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from layerwise.config import config_hash, parse
+from layerwise.errors import CheckpointError
+from layerwise.files import write_text
+from layerwise.training.checkpoint import MAY_CHANGE, seed_all
+
+__all__ = ["MAY_CHANGE", "RunDir", "check_same", "comparable", "lineage", "open_run", "seed_all",
+           "versions", "write_history", "write_metrics"]
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory (see the module docstring)."""
+
+    path: Path
+    config: Path
+    checkpoints: Path
+    model: Path
+    metrics: Path
+    history: Path
+    curves: Path
+
+    @classmethod
+    def at(cls, path: Path) -> RunDir:
+        names = ("config.yaml", "checkpoints", "model", "metrics.json", "history.csv",
+                 "curves.png")
+        return cls(path, *(path / n for n in names))
+
+
+def comparable(cfg: Any) -> dict[str, Any]:
+    """The config (a model or its JSON dump) as resume compares it: without the settings
+    a resume may change."""
+    d = dict(cfg) if isinstance(cfg, dict) else cfg.model_dump(mode="json")
+    d["train"] = {k: v for k, v in d.get("train", {}).items() if k not in MAY_CHANGE}
+    return d
+
+
+def open_run(cfg: Any, output: str | Path | None, *, resume: bool) -> RunDir:
+    """Create (or, with ``resume``, check) the run directory and write ``config.yaml``."""
+    run = RunDir.at(Path(output) if output else Path("runs") / cfg.name)
+    if resume:
+        if not run.config.is_file():
+            raise CheckpointError(f"cannot resume: {run.path} has no config.yaml from an "
+                                  "earlier run")
+        before = parse(yaml.safe_load(run.config.read_text(encoding="utf-8")))
+        if type(before) is not type(cfg):
+            kind = "an agent's" if hasattr(before, "env") else "a supervised"
+            raise CheckpointError(f"cannot resume in {run.path}: it holds {kind} run")
+        check_same(before, cfg, run.path)
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_text(run.config, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return run
+
+
+def check_same(before: Any, cfg: Any, where: Path) -> None:
+    """Refuse to resume ``cfg`` in ``where`` if it differs from ``before`` beyond
+    :data:`MAY_CHANGE`."""
+    if comparable(before) != comparable(cfg):
+        length = "total_steps" if hasattr(cfg, "env") else "epochs"
+        raise CheckpointError(f"cannot resume in {where}: the config differs from the one "
+                              f"the run started with (only train.{length}, train.progress "
+                              "and train.threads may change)")
+
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    """history.csv: one row per epoch or log interval (columns: every key any row has)."""
+    keys = list(dict.fromkeys(k for h in history for k in h))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    write_text(path, json.dumps(metrics, indent=2))
+
+
+def versions(**extra: str) -> dict[str, str]:
+    """Library versions for the lineage record."""
+    from layerwise import __version__
+
+    return {"layerwise": __version__, "torch": torch.__version__, **extra,
+            "python": platform.python_version()}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def lineage(cfg: Any, *, libraries: dict[str, str] | None = None, **extra: Any
+            ) -> dict[str, Any]:
+    """Where a model came from: config hash, ``extra`` (data hash, environment, ...), seed,
+    library versions (plus ``libraries``) and the git commit."""
+    return {"config_hash": config_hash(cfg), **extra, "seed": cfg.seed,
+            "versions": versions(**(libraries or {})), "git_commit": git_commit()}
