@@ -105,15 +105,17 @@ class _Rows(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return take(self.data.inputs, idx), take(self.data.targets, idx)
 
 
-def _collate(items: list[tuple[Tree, Tree]]) -> tuple[Tree, Tree]:
-    def cat(parts: list[Tree]) -> Tree:
-        head = parts[0]
-        if isinstance(head, torch.Tensor):
-            return torch.cat(parts)
-        if isinstance(head, dict):
-            return {k: cat([p[k] for p in parts]) for k in head}
-        return type(head)(cat([p[i] for p in parts]) for i in range(len(head)))
+def cat(parts: list[Tree]) -> Tree:
+    """Join nested batches (tensors, dicts, lists of them) along the batch dimension."""
+    head = parts[0]
+    if isinstance(head, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(head, dict):
+        return {k: cat([p[k] for p in parts]) for k in head}
+    return type(head)(cat([p[i] for p in parts]) for i in range(len(head)))
 
+
+def _collate(items: list[tuple[Tree, Tree]]) -> tuple[Tree, Tree]:
     return cat([i[0] for i in items]), cat([i[1] for i in items])
 
 

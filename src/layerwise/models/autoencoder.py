@@ -157,28 +157,14 @@ class MLPEncoder(nn.Module):
         return x
 
 
-class MLPDecoder(nn.Module):
+class MLPDecoder(MLPEncoder):
     """A vector ``[B, in_features]`` (+ an optional condition ``[B, cond]``, joined to the
-    input of every linear layer) → rows ``[B, k]``; the hidden widths in reverse."""
+    input of every linear layer) → rows ``[B, k]``: an :class:`MLPEncoder` over the hidden
+    widths in reverse."""
 
     def __init__(self, out_features: int, hidden: list[int], act: str,
                  in_features: int, cond: int = 0) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = in_features
-        for h in reversed(hidden):
-            layers += [nn.Linear(width + cond, h), activation(act)]
-            width = h
-        layers.append(nn.Linear(width + cond, out_features))
-        self.cond = cond
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        for layer in self.body:
-            if isinstance(layer, nn.Linear):
-                z = _join(z, cond, self.cond)
-            z = layer(z)
-        return z
+        super().__init__(in_features, list(reversed(hidden)), act, out_features, cond)
 
 
 def make_encoder(spec: DataSpec, cfg: Any, out_features: int, cond: int = 0) -> nn.Module:

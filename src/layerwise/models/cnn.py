@@ -17,7 +17,7 @@ from torch import nn
 
 from layerwise.config import CNNConfig, ConvBlock
 from layerwise.errors import ConfigError
-from layerwise.models.layers import TabularEncoder, activation
+from layerwise.models.layers import TabularEncoder, activation, dense_stack
 from layerwise.models.registry import register_model
 
 
@@ -93,17 +93,10 @@ class CNN(nn.Module):
         self.global_pool = cfg.global_pool
         feat = ch if cfg.global_pool != "flatten" else ch * fh * fw
         self.tabular = TabularEncoder.from_schema(desc)
-        width = feat + self.tabular.out_features
-        dense: list[nn.Module] = []
-        for d in cfg.dense:
-            dense += [nn.Linear(width, d), activation(cfg.activation)]
-            if cfg.dropout:
-                dense.append(nn.Dropout(cfg.dropout))
-            width = d
-        if cfg.dropout and not cfg.dense:
-            dense.append(nn.Dropout(cfg.dropout))
-        self.dense = nn.Sequential(*dense)
-        self.out_features = width
+        self.dense, self.out_features = dense_stack(feat + self.tabular.out_features, cfg.dense,
+                                                    cfg.activation, cfg.dropout)
+        if cfg.dropout and not cfg.dense:  # no dense layers: the features still drop out
+            self.dense = nn.Sequential(nn.Dropout(cfg.dropout))
 
     @classmethod
     def from_config(cls, cfg: CNNConfig, desc: dict[str, Any]) -> CNN:

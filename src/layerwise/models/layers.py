@@ -1,13 +1,15 @@
-"""Small building blocks shared by families: activations and the tabular input encoder."""
+"""Small building blocks shared by families: activations, the tabular input encoder, dense
+stacks, text pooling, and the input side of the sequence families (:class:`SequenceBackbone`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from layerwise.errors import UnknownNameError
+from layerwise.errors import ConfigError, UnknownNameError
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
@@ -47,14 +49,27 @@ class TabularEncoder(nn.Module):
             parts.extend(emb(cat[:, j]) for j, emb in enumerate(self.embeddings))
         if not parts:
             return None
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return cat_features(parts)
 
 
-def dense_stack(width: int, sizes: list[int], act: str, dropout: float) -> tuple[nn.Module, int]:
-    """``Linear → act → dropout`` per size; returns the stack and its output width."""
+def cat_features(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Feature blocks ``[B, F_i]`` side by side → ``[B, Σ F_i]`` (one block: itself, no copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+_NORMS: dict[str, type[nn.Module]] = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+
+
+def dense_stack(width: int, sizes: list[int], act: str, dropout: float,
+                norm: str = "none") -> tuple[nn.Module, int]:
+    """``Linear → norm → act → dropout`` per size (``norm``: none | batch | layer; no
+    dropout layer when ``dropout`` is 0); returns the stack and its output width."""
     layers: list[nn.Module] = []
     for d in sizes:
-        layers += [nn.Linear(width, d), activation(act)]
+        layers.append(nn.Linear(width, d))
+        if norm != "none":
+            layers.append(_NORMS[norm](d))
+        layers.append(activation(act))
         if dropout:
             layers.append(nn.Dropout(dropout))
         width = d
@@ -95,3 +110,37 @@ class AttentionPool(nn.Module):
         s = self.score(torch.tanh(self.proj(h))).squeeze(-1)        # [B, T]
         w = s.masked_fill(~mask, float("-inf")).softmax(dim=1)      # [B, T]
         return torch.einsum("bt,btd->bd", w, h)                     # [B, D]
+
+
+class SequenceBackbone(nn.Module):
+    """The input side of the sequence families (rnn, transformer): one encoder per text input
+    (``encoders``), one per timeseries input (``windows``) and the tabular encoder, whose
+    outputs ``features`` puts side by side. The family builds its encoders and the dense
+    head; this class only wires the inputs, in a fixed order (texts, series, tabular)."""
+
+    def _build_inputs(self, family: str, desc: dict[str, Any],
+                      text: Callable[[dict[str, Any]], nn.Module],
+                      series: Callable[[dict[str, Any]], nn.Module]) -> int:
+        """Create the input encoders (``text(spec)`` / ``series(spec)`` per input, names
+        sorted) and return the width of ``features``."""
+        texts, windows = desc.get("texts", {}), desc.get("series", {})
+        if not texts and not windows:
+            raise ConfigError(f"model {family} needs at least one text or timeseries input")
+        self.text_names = sorted(texts)
+        self.encoders = nn.ModuleDict({n: text(texts[n]) for n in self.text_names})
+        self.series_names = sorted(windows)
+        self.windows = nn.ModuleDict({n: series(windows[n]) for n in self.series_names})
+        # a tags output tags every token of its (only) text input: no pooling
+        self.per_token = any(k == "tags" for k, _ in desc.get("outputs", {}).values())
+        self.tabular = TabularEncoder.from_schema(desc)
+        width = sum(e.out_features for e in self.encoders.values()) + self.tabular.out_features
+        return width + sum(e.out_features for e in self.windows.values())
+
+    def features(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """Every input's encoding, concatenated: ``[B, F_in]``."""
+        parts = [self.encoders[n](inputs[n]) for n in self.text_names]
+        parts += [self.windows[n](inputs[n]) for n in self.series_names]
+        tab = self.tabular(inputs)
+        if tab is not None:
+            parts.append(tab)
+        return cat_features(parts)

@@ -13,7 +13,7 @@ from torch import nn
 
 from layerwise.config import MLPConfig
 from layerwise.errors import ConfigError
-from layerwise.models.layers import TabularEncoder, activation
+from layerwise.models.layers import TabularEncoder, cat_features, dense_stack
 from layerwise.models.registry import register_model
 
 
@@ -29,20 +29,8 @@ class MLP(nn.Module):
             c * h * w for c, h, w in (desc["images"][n] for n in self.image_names))
         if in_features == 0:
             raise ConfigError("model mlp needs at least one input feature")
-        layers: list[nn.Module] = []
-        width = in_features
-        for h in cfg.hidden:
-            layers.append(nn.Linear(width, h))
-            if cfg.norm == "batch":
-                layers.append(nn.BatchNorm1d(h))
-            elif cfg.norm == "layer":
-                layers.append(nn.LayerNorm(h))
-            layers.append(activation(cfg.activation))
-            if cfg.dropout:
-                layers.append(nn.Dropout(cfg.dropout))
-            width = h
-        self.body = nn.Sequential(*layers)
-        self.out_features = width
+        self.body, self.out_features = dense_stack(in_features, cfg.hidden, cfg.activation,
+                                                   cfg.dropout, cfg.norm)
 
     @classmethod
     def from_config(cls, cfg: MLPConfig, desc: dict[str, Any]) -> MLP:
@@ -53,5 +41,4 @@ class MLP(nn.Module):
         tab = self.tabular(inputs)
         if tab is not None:
             parts.append(tab)
-        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, F_in]
-        return self.body(x)
+        return self.body(cat_features(parts))                         # [B, F_in] → [B, F]

@@ -25,8 +25,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from layerwise.config import RNNConfig
-from layerwise.errors import ConfigError
-from layerwise.models.layers import AttentionPool, TabularEncoder, dense_stack, masked_pool, trim
+from layerwise.models.layers import AttentionPool, SequenceBackbone, dense_stack, masked_pool, trim
 from layerwise.models.registry import register_model
 
 _CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -111,8 +110,9 @@ class WindowEncoder(nn.Module):
 
 
 @register_model("rnn")
-class RNN(nn.Module):
-    """A recurrent encoder per text input; tabular inputs join the dense head.
+class RNN(SequenceBackbone):
+    """A recurrent encoder per text (and timeseries) input; tabular inputs join the dense
+    head (the inputs are wired by :class:`SequenceBackbone`).
 
     What it reads and predicts is declared by :class:`RNNConfig` (build_model checks it)."""
 
@@ -120,21 +120,9 @@ class RNN(nn.Module):
 
     def __init__(self, cfg: RNNConfig, desc: dict[str, Any]) -> None:
         super().__init__()
-        texts, series = desc.get("texts", {}), desc.get("series", {})
-        if not texts and not series:
-            raise ConfigError("model rnn needs at least one text or timeseries input")
-        self.text_names = sorted(texts)
-        self.encoders = nn.ModuleDict({
-            n: SequenceEncoder(cfg, texts[n]["vocab_size"], texts[n]["pad_id"])
-            for n in self.text_names})
-        self.series_names = sorted(series)
-        self.windows = nn.ModuleDict({n: WindowEncoder(cfg, series[n]["channels"])
-                                      for n in self.series_names})
-        # a tags output tags every token of its (only) text input: no pooling
-        self.per_token = any(k == "tags" for k, _ in desc.get("outputs", {}).values())
-        self.tabular = TabularEncoder.from_schema(desc)
-        width = sum(e.out_features for e in self.encoders.values()) + self.tabular.out_features
-        width += sum(e.out_features for e in self.windows.values())
+        width = self._build_inputs(
+            "rnn", desc, lambda t: SequenceEncoder(cfg, t["vocab_size"], t["pad_id"]),
+            lambda s: WindowEncoder(cfg, s["channels"]))
         if self.per_token:
             self.dense, self.out_features = nn.Identity(), width
             return
@@ -149,10 +137,4 @@ class RNN(nn.Module):
     def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
         if self.per_token:  # [B, T, H·dirs] for a tags head
             return self.encoders[self.text_names[0]].states(inputs[self.text_names[0]])
-        parts = [self.encoders[n](inputs[n]) for n in self.text_names]
-        parts += [self.windows[n](inputs[n]) for n in self.series_names]
-        tab = self.tabular(inputs)
-        if tab is not None:
-            parts.append(tab)
-        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, F_in]
-        return self.dense(self.drop(x))
+        return self.dense(self.drop(self.features(inputs)))      # [B, F_in] → [B, F]

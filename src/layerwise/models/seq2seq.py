@@ -33,7 +33,7 @@ from layerwise.config import Seq2SeqConfig, TransformerConfig
 from layerwise.errors import ConfigError
 from layerwise.models.layers import trim
 from layerwise.models.registry import register_model
-from layerwise.models.transformer import Block, TextTransformer, _init, sinusoidal
+from layerwise.models.transformer import Block, TextTransformer, TokenStack, _init
 
 KV = tuple[torch.Tensor, torch.Tensor]  # cross-attention keys and values, [B, H, S, D] each
 
@@ -91,8 +91,9 @@ class DecoderBlock(Block):
 
 
 @register_model("seq2seq")
-class Seq2Seq(nn.Module):
-    """One text input → decoder states ``[B, L+1, C]`` for one sequence output.
+class Seq2Seq(TokenStack):
+    """One text input → decoder states ``[B, L+1, C]`` for one sequence output (the
+    decoder's positions, blocks and norm are a :class:`TokenStack`'s).
 
     What it reads and predicts is declared by :class:`Seq2SeqConfig` (build_model checks
     it)."""
@@ -116,19 +117,11 @@ class Seq2Seq(nn.Module):
         dec_cfg = TransformerConfig(**common, layers=cfg.decoder_layers, causal=True)
         self.encoder = TextTransformer(enc_cfg, src["vocab_size"], src["max_length"],
                                        src["pad_id"])
-        d = cfg.d_model
         self.bos, self.eos, self.pad = tgt["bos_id"], tgt["eos_id"], tgt["pad_id"]
         self.max_length = tgt["max_length"]           # tokens generated at most
-        self.n_pos = n_pos = tgt["max_length"] + 1    # decoder input: <bos> + max_length
-        self.positions = cfg.positions
-        self.tokens = nn.Embedding(tgt["vocab_size"], d, padding_idx=self.pad)
-        self.pos = nn.Embedding(n_pos, d) if cfg.positions == "learned" else None
-        if cfg.positions == "sinusoidal":
-            self.register_buffer("table", sinusoidal(n_pos, d), persistent=False)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(DecoderBlock(dec_cfg) for _ in range(cfg.decoder_layers))
-        self.norm = nn.LayerNorm(d)
-        self.out_features = d
+        self.n_pos = tgt["max_length"] + 1            # decoder input: <bos> + max_length
+        self.tokens = nn.Embedding(tgt["vocab_size"], cfg.d_model, padding_idx=self.pad)
+        self._stack(dec_cfg, self.n_pos, DecoderBlock)  # positions, drop, blocks, norm
         self.apply(_init)
 
     @classmethod
@@ -142,13 +135,7 @@ class Seq2Seq(nn.Module):
         return self.encoder.states(text), mask
 
     def _embed(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
-        x = self.tokens(ids)                                          # [B, T, C]
-        t = x.shape[1]
-        if self.pos is not None:
-            x = x + self.pos(torch.arange(offset, offset + t, device=x.device))
-        elif self.positions == "sinusoidal":
-            x = x + self.table[offset: offset + t]  # type: ignore[index]
-        return self.drop(x)  # rotary: positions enter inside self-attention
+        return self.drop(self._position(self.tokens(ids), offset))   # [B, T, C]
 
     def step(self, ids: torch.Tensor, kv: list[KV], mask: torch.Tensor,
              caches: list[dict[str, torch.Tensor]] | None, offset: int) -> torch.Tensor:

@@ -28,7 +28,7 @@ from torch import nn
 
 from layerwise.config import TransformerConfig
 from layerwise.errors import ConfigError
-from layerwise.models.layers import TabularEncoder, activation, dense_stack, masked_pool, trim
+from layerwise.models.layers import SequenceBackbone, activation, dense_stack, masked_pool, trim
 from layerwise.models.registry import register_model
 
 
@@ -127,25 +127,47 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)), w
 
 
-class TextTransformer(nn.Module):
+class TokenStack(nn.Module):
+    """What a text encoder and the seq2seq decoder (models/seq2seq.py) share: positions for
+    ``n_pos`` steps, dropout, ``cfg.layers`` blocks and the final norm. The subclass owns
+    its token embedding (created first) and how it runs the blocks."""
+
+    def _stack(self, cfg: TransformerConfig, n_pos: int, block: type[Block]) -> None:
+        """Create the positions (a learned ``pos`` embedding, a fixed sinusoidal ``table``,
+        or for rotary neither), ``drop``, ``blocks`` and ``norm``, in that order."""
+        d = cfg.d_model
+        self.positions = cfg.positions
+        self.pos = nn.Embedding(n_pos, d) if cfg.positions == "learned" else None
+        if cfg.positions == "sinusoidal":
+            self.register_buffer("table", sinusoidal(n_pos, d), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(d)
+        self.out_features = d
+
+    def _position(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        """``x [B, T, C]`` plus the positions ``offset .. offset + T - 1``."""
+        t = x.shape[1]
+        if self.pos is not None:
+            return x + self.pos(torch.arange(offset, offset + t, device=x.device))
+        if self.positions == "sinusoidal":
+            return x + self.table[offset: offset + t]
+        return x  # rotary: positions enter inside attention
+
+
+class TextTransformer(TokenStack):
     """One text input → ``[B, d_model]``."""
 
     def __init__(self, cfg: TransformerConfig, vocab_size: int, max_length: int,
                  pad_id: int) -> None:
         super().__init__()
         d = cfg.d_model
-        self.pooling, self.positions = cfg.pooling, cfg.positions
+        self.pooling = cfg.pooling
         self.n_pos = n_pos = max_length + (cfg.pooling == "cls" and not cfg.causal)
         self.tokens = nn.Embedding(vocab_size, d, padding_idx=pad_id)
         self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02) \
             if cfg.pooling == "cls" and not cfg.causal else None
-        self.pos = nn.Embedding(n_pos, d) if cfg.positions == "learned" else None
-        if cfg.positions == "sinusoidal":
-            self.register_buffer("table", sinusoidal(n_pos, d), persistent=False)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
-        self.norm = nn.LayerNorm(d)
-        self.out_features = d
+        self._stack(cfg, n_pos, Block)
 
     def _embed(self, text: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, _, mask = trim(text)                               # [B, T], [B, T]
@@ -154,14 +176,6 @@ class TextTransformer(nn.Module):
             x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1)
             mask = torch.cat([mask.new_ones(len(x), 1), mask], dim=1)
         return self.drop(self._position(x, 0)), mask
-
-    def _position(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        t = x.shape[1]
-        if self.pos is not None:
-            return x + self.pos(torch.arange(offset, offset + t, device=x.device))
-        if self.positions == "sinusoidal":
-            return x + self.table[offset: offset + t]
-        return x  # rotary: positions enter inside attention
 
     def states(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-token states ``[B, T, C]`` (a causal model's output)."""
@@ -217,8 +231,9 @@ class SeriesTransformer(TextTransformer):
 
 
 @register_model("transformer")
-class Transformer(nn.Module):
-    """A transformer encoder per text input; tabular inputs join the dense head.
+class Transformer(SequenceBackbone):
+    """A transformer encoder per text (and timeseries) input; tabular inputs join the dense
+    head (the inputs are wired by :class:`SequenceBackbone`).
 
     What it reads and predicts is declared by :class:`TransformerConfig` (build_model
     checks it)."""
@@ -227,26 +242,15 @@ class Transformer(nn.Module):
 
     def __init__(self, cfg: TransformerConfig, desc: dict[str, Any]) -> None:
         super().__init__()
-        texts, series = desc.get("texts", {}), desc.get("series", {})
-        if not texts and not series:
-            raise ConfigError("model transformer needs at least one text or timeseries input")
-        self.text_names = sorted(texts)
-        self.encoders = nn.ModuleDict({
-            n: TextTransformer(cfg, texts[n]["vocab_size"], texts[n]["max_length"],
-                               texts[n]["pad_id"]) for n in self.text_names})
-        self.series_names = sorted(series)
-        self.windows = nn.ModuleDict({
-            n: SeriesTransformer(cfg, series[n]["channels"], series[n]["lookback"])
-            for n in self.series_names})
-        # a tags output tags every token of its (only) text input: no pooling
-        self.per_token = any(k == "tags" for k, _ in desc.get("outputs", {}).values())
+        width = self._build_inputs(
+            "transformer", desc,
+            lambda t: TextTransformer(cfg, t["vocab_size"], t["max_length"], t["pad_id"]),
+            lambda s: SeriesTransformer(cfg, s["channels"], s["lookback"]))
         self.causal = cfg.causal
-        if cfg.causal and (len(texts) != 1 or desc["numeric_dim"] or desc["category_sizes"]):
+        if cfg.causal and (len(self.text_names) != 1 or desc["numeric_dim"]
+                           or desc["category_sizes"]):
             raise ConfigError("a causal transformer (a language model) reads exactly one text "
                               f"input and nothing else; got texts {self.text_names}")
-        self.tabular = TabularEncoder.from_schema(desc)
-        width = sum(e.out_features for e in self.encoders.values()) + self.tabular.out_features
-        width += sum(e.out_features for e in self.windows.values())
         self.dense, self.out_features = dense_stack(width, cfg.dense, cfg.activation,
                                                     cfg.dropout)
         if self.per_token:
@@ -260,13 +264,7 @@ class Transformer(nn.Module):
     def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
         if self.causal or self.per_token:  # per-token states [B, T, C]: LM or tags head
             return self.encoders[self.text_names[0]].states(inputs[self.text_names[0]])
-        parts = [self.encoders[n](inputs[n]) for n in self.text_names]
-        parts += [self.windows[n](inputs[n]) for n in self.series_names]
-        tab = self.tabular(inputs)
-        if tab is not None:
-            parts.append(tab)
-        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, F_in]
-        return self.dense(x)
+        return self.dense(self.features(inputs))                 # [B, F_in] → [B, F]
 
     def lm_logits(self, h: torch.Tensor) -> torch.Tensor:
         """States ``[B, T, C]`` → next-token logits ``[B, T, V]`` with the token embedding as

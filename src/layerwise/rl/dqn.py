@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from layerwise.config import DQNConfig, RLConfig
 from layerwise.rl.env import EnvPool
-from layerwise.rl.networks import QNetwork, build_network
+from layerwise.rl.networks import QNetwork, agent_network
 from layerwise.rl.replay import ReplayBuffer
 from layerwise.training.guard import Guard
 from layerwise.training.optim import build_optimizer, build_scheduler
@@ -35,16 +35,16 @@ class DQN:
     def __init__(self, cfg: RLConfig, pool: EnvPool, device: torch.device) -> None:
         assert isinstance(cfg.agent, DQNConfig)  # the runner dispatches on agent.algo
         self.cfg, self.a, self.device = cfg, cfg.agent, device
-        proc = pool.processor
-        net = build_network(cfg, proc.shape, proc.kind == "image", pool.action_spec)
-        assert isinstance(net, QNetwork)
-        self.net = net.to(device)
+        net = agent_network(cfg, pool, device)
+        assert isinstance(net, QNetwork)  # build_network dispatches on agent.algo too
+        self.net = net
         self.target = copy.deepcopy(self.net).requires_grad_(False)
         self.n_actions = pool.action_spec["n"]
         self.opt = build_optimizer(self.net.parameters(), cfg.train.optimizer)
         a, total = self.a, cfg.train.total_steps
         rounds = max(1, (total - a.learning_starts) // a.train_freq)
         self.sched = build_scheduler(self.opt, cfg.train.schedule, rounds * a.gradient_steps, 1)
+        proc = pool.processor
         self.buffer = ReplayBuffer(a.buffer_size, proc.shape, image=proc.kind == "image",
                                    n_step=a.n_step, gamma=a.gamma, num_envs=pool.num_envs,
                                    prioritized=a.prioritized)

@@ -172,3 +172,10 @@ def build_network(cfg: RLConfig, obs_shape: tuple[int, ...], image: bool,
                               f"{action_spec['shape']}: use agent.algo 'ppo'")
         return QNetwork(cfg.network, obs_shape, image, action_spec["n"], agent.dueling)
     return ActorCritic(cfg.network, obs_shape, image, action_spec, agent)
+
+
+def agent_network(cfg: RLConfig, pool: Any, device: torch.device) -> QNetwork | ActorCritic:
+    """The network of the agent ``cfg`` names, for ``pool``'s spaces, on ``device``."""
+    proc = pool.processor
+    net = build_network(cfg, proc.shape, proc.kind == "image", pool.action_spec)
+    return net.to(device)

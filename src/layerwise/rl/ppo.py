@@ -22,7 +22,7 @@ import torch
 
 from layerwise.config import PPOConfig, RLConfig
 from layerwise.rl.env import EnvPool
-from layerwise.rl.networks import ActorCritic, build_network
+from layerwise.rl.networks import ActorCritic, agent_network
 from layerwise.training.guard import Guard
 from layerwise.training.optim import build_optimizer, build_scheduler
 
@@ -33,10 +33,9 @@ class PPO:
     def __init__(self, cfg: RLConfig, pool: EnvPool, device: torch.device) -> None:
         assert isinstance(cfg.agent, PPOConfig)  # the runner dispatches on agent.algo
         self.cfg, self.a, self.device = cfg, cfg.agent, device
-        proc = pool.processor
-        net = build_network(cfg, proc.shape, proc.kind == "image", pool.action_spec)
-        assert isinstance(net, ActorCritic)
-        self.net = net.to(device)
+        net = agent_network(cfg, pool, device)
+        assert isinstance(net, ActorCritic)  # build_network dispatches on agent.algo too
+        self.net = net
         self.opt = build_optimizer(self.net.parameters(), cfg.train.optimizer)
         self.rollout_steps = self.a.n_steps * pool.num_envs
         # whole rollouts only, never past total_steps (at least one)

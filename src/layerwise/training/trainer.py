@@ -34,7 +34,7 @@ from torch import nn
 
 from layerwise.config import TrainConfig
 from layerwise.data.augment import Augmenter
-from layerwise.data.batching import InMemoryBatches, TensorData, Tree, make_batches, nbytes
+from layerwise.data.batching import InMemoryBatches, TensorData, Tree, cat, make_batches, nbytes
 from layerwise.errors import CheckpointError, ConfigError
 from layerwise.training import checkpoint as ckpt
 from layerwise.training.callbacks import (
@@ -52,7 +52,7 @@ from layerwise.training.optim import build_optimizer, build_scheduler
 from layerwise.training.phases import Phases
 from layerwise.training.probe import settle
 from layerwise.training.steps import Outcome, PhasedStep, PlainStep
-from layerwise.training.trees import as_data, batch_len, cat, contiguous, to_device
+from layerwise.training.trees import as_data, batch_len, contiguous, to_device
 
 Batch = tuple[Tree, Tree]
 

@@ -1,4 +1,4 @@
-"""Nested batches (tensors, dicts, lists): moving, joining and measuring them."""
+"""Nested batches (tensors, dicts, lists): moving, and measuring them."""
 
 from __future__ import annotations
 
@@ -22,15 +22,6 @@ def to_device(tree: Tree, device: torch.device, channels_last: bool) -> Tree:
     if isinstance(tree, list | tuple):
         return type(tree)(to_device(v, device, channels_last) for v in tree)
     return tree
-
-
-def cat(parts: list[Tree]) -> Tree:
-    head = parts[0]
-    if isinstance(head, torch.Tensor):
-        return torch.cat(parts)
-    if isinstance(head, dict):
-        return {k: cat([p[k] for p in parts]) for k in head}
-    return type(head)(cat([p[i] for p in parts]) for i in range(len(head)))
 
 
 def contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
