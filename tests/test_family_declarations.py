@@ -84,20 +84,13 @@ def test_an_unknown_network_key_is_named_without_the_family_tag(family: str) -> 
     assert "unknown key 'network.timestepz'" in msg and f"network.{family}." not in msg
 
 
-@pytest.mark.parametrize("kind", INPUT_TYPES)
-def test_an_unknown_input_key_is_named_without_the_type_tag(kind: str) -> None:
-    raw = example("inputs", kind)
-    raw["inputs"][0]["foo"] = 1
+@pytest.mark.parametrize(("section", "kind"), [("inputs", k) for k in INPUT_TYPES] +
+                         [("outputs", k) for k in OUTPUT_TYPES])
+def test_an_unknown_feature_key_is_named_without_the_type_tag(section: str, kind: str) -> None:
+    raw = example(section, kind)
+    raw[section][0]["foo"] = 1
     msg = message(raw)
-    assert "unknown key 'inputs.0.foo'" in msg and f"inputs.0.{kind}." not in msg
-
-
-@pytest.mark.parametrize("kind", OUTPUT_TYPES)
-def test_an_unknown_output_key_is_named_without_the_type_tag(kind: str) -> None:
-    raw = example("outputs", kind)
-    raw["outputs"][0]["foo"] = 1
-    msg = message(raw)
-    assert "unknown key 'outputs.0.foo'" in msg and f"outputs.0.{kind}." not in msg
+    assert f"unknown key '{section}.0.foo'" in msg and f"{section}.0.{kind}." not in msg
 
 
 @pytest.mark.parametrize("algo", AGENTS)
