@@ -10,6 +10,7 @@ import pytest
 
 from layerwise.config import Config, apply_overrides, json_schema, parse
 from layerwise.errors import ConfigError
+from tests.rl_helpers import CORRIDOR_DQN, config
 
 EXAMPLES = sorted(Path(__file__).parent.parent.joinpath("examples").glob("*.yaml"))
 
@@ -93,6 +94,65 @@ def test_yaml_errors_name_the_file(tmp_path: Path) -> None:
         parse(bad)
     with pytest.raises(ConfigError, match="not found"):
         parse(tmp_path / "missing.yaml")
+
+
+def test_a_yaml_error_names_the_file_line_and_column(tmp_path: Path) -> None:
+    # regression: the message said in "<unicode string>" (PyYAML's name for a string)
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\ndata:\n  dataset: wine\n  split: [0.1, 0.2\nmodel: {}\n")
+    with pytest.raises(ConfigError) as info:
+        parse(bad)
+    msg = str(info.value)
+    assert "<unicode string>" not in msg
+    assert msg.startswith(f"{bad}, line 5, column 6: not valid YAML: ")
+    assert "starts at line 4, column 10" in msg  # where the unclosed list began
+    assert "model: {}" in msg  # the offending line, with a caret under the column
+
+
+def test_a_yaml_error_without_a_position_still_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "control.yaml"
+    bad.write_text("name: \x07\n")
+    with pytest.raises(ConfigError) as info:
+        parse(bad)
+    assert str(bad) in str(info.value) and "<unicode string>" not in str(info.value)
+
+
+WIDTH_LISTS = [  # every width list of every family, in a config that is otherwise valid
+    ("mlp", "hidden"), ("cnn", "dense"), ("rnn", "dense"), ("transformer", "dense"),
+    ("autoencoder", "hidden"), ("autoencoder", "channels"), ("vae", "hidden"),
+    ("vae", "channels"), ("gan", "hidden"), ("diffusion", "channels"),
+]
+
+
+@pytest.mark.parametrize("family, key", WIDTH_LISTS, ids=[f"{f}.{k}" for f, k in WIDTH_LISTS])
+@pytest.mark.parametrize("bad", [[0], [8, -1]])
+def test_every_width_is_at_least_one(tiny_mlp: dict[str, Any], family: str, key: str,
+                                     bad: list[int]) -> None:
+    # regression: model.hidden: [0] was accepted and trained a zero-width layer
+    if family in ("autoencoder", "vae", "gan", "diffusion"):
+        tiny_mlp.pop("outputs")
+    tiny_mlp["model"] = {"family": family, key: [4]}
+    parse(tiny_mlp)
+    tiny_mlp["model"][key] = bad
+    with pytest.raises(ConfigError) as info:
+        parse(tiny_mlp)
+    assert f"model.{key}: every width must be at least 1; got {bad}" in str(info.value)
+
+
+def test_block_filters_and_agent_networks_need_widths_too(tiny_mlp: dict[str, Any]) -> None:
+    tiny_mlp["model"] = {"family": "cnn", "blocks": [{"filters": 0}]}
+    with pytest.raises(ConfigError, match=r"model\.blocks\.0\.filters: .*greater than 0"):
+        parse(tiny_mlp)
+    with pytest.raises(ConfigError, match=r"network\.hidden: every width must be at least 1"):
+        parse(config(CORRIDOR_DQN, network={"hidden": [0]}))
+
+
+def test_the_delimiter_is_one_character(tiny_mlp: dict[str, Any]) -> None:
+    tiny_mlp["data"] = {"path": "x.csv", "delimiter": ";;"}
+    with pytest.raises(ConfigError, match=r"data\.delimiter: .*at most 1 character"):
+        parse(tiny_mlp)
+    tiny_mlp["data"]["delimiter"] = ";"
+    assert parse(tiny_mlp).data.delimiter == ";"  # type: ignore[union-attr]
 
 
 def test_json_schema_describes_the_config() -> None:

@@ -155,6 +155,32 @@ def test_missing_column_is_named_with_a_suggestion(tmp_path: Path) -> None:
     assert "did you mean 'alcohol'?" in msg
 
 
+@pytest.mark.parametrize("delimiter, shown", [(";", "data.delimiter: ';'"),
+                                              ("\t", 'data.delimiter: "\\t"'),
+                                              ("|", "data.delimiter: '|'")])
+def test_a_file_with_another_delimiter_says_which_and_how_to_set_it(
+        tmp_path: Path, load: Loader, delimiter: str, shown: str) -> None:
+    # regression: "missing column 'x' (columns: 'x;y')", with no word of the delimiter
+    rows = [delimiter.join(r.split(",")) for r in good_csv()]
+    p = write(tmp_path, "other.csv", rows)
+    msg = raises(DataError, lambda: load(p))
+    assert msg.startswith(f"{p}, line 1: the file looks delimited by ")
+    assert "not ',' (commas)" in msg and shown in msg
+    table = sources.read(p, delimiter=delimiter)  # and the hint is right
+    assert list(table.columns) == ["x", "y"] and len(table) == 20
+
+
+def test_decimal_commas_do_not_hide_a_semicolon_delimiter(tmp_path: Path) -> None:
+    p = write(tmp_path, "euro.csv", ["x;y"] + [f"{i},5;{'ab'[i % 2]}" for i in range(20)])
+    msg = raises(DataError, lambda: build_file(p))
+    assert "data.delimiter: ';'" in msg
+
+
+def test_a_one_column_file_whose_name_holds_a_semicolon_still_reads(tmp_path: Path) -> None:
+    p = write(tmp_path, "one.csv", ["a;b", "free text", '"more; text"'])
+    assert list(sources.read(p).columns) == ["a;b"]
+
+
 def test_missing_output_column_is_named(tmp_path: Path) -> None:
     p = write(tmp_path, "cols.csv", good_csv())
     msg = raises(DataError, lambda: build_file(p, output="label"))

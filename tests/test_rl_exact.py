@@ -114,9 +114,11 @@ def test_a_finished_run_can_be_extended(tmp_path: Path) -> None:
     assert longer.metrics["training"]["env_steps"] == 120
 
 
-def test_resume_refuses_a_changed_config_and_a_missing_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="cannot resume"):
-        train(PPO, output=tmp_path / "never", resume=True)
+def test_resume_refuses_a_changed_config_and_starts_over_without_a_checkpoint(
+        reference: dict[str, Any], tmp_path: Path) -> None:
+    # no checkpoint yet (a requeued job repeats --resume): the run starts from the beginning
+    fresh = train(PPO, output=tmp_path / "never", resume=True)
+    assert_identical(weights_of(reference["ppo"].dir), weights_of(fresh.dir))
     train(config(PPO, train={"total_steps": 40}), output=tmp_path / "run")
     with pytest.raises(CheckpointError, match="config differs"):
         train(config(PPO, agent={"gamma": 0.5}), output=tmp_path / "run", resume=True)

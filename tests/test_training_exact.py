@@ -174,12 +174,32 @@ def test_resume_refuses_a_changed_config(tiny_mlp: dict[str, Any], tmp_path: Pat
         train(tiny_mlp, output=tmp_path / "run", resume=True)
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tiny_mlp: dict[str, Any],
-                                                    tmp_path: Path) -> None:
+def test_resume_before_the_first_checkpoint_starts_from_the_beginning(
+        tiny_mlp: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a requeued job repeats its command line, --resume included: a run killed before it
+    # wrote a checkpoint (or before it wrote anything) starts over, and says so
+    ref = train(tiny_mlp, output=tmp_path / "ref")
+    fresh = train(tiny_mlp, output=tmp_path / "never", resume=True)
+    assert "starting from the beginning" in capsys.readouterr().err
+    assert_identical(weights(ref.model_dir), weights(fresh.model_dir))
+    tiny_mlp["train"]["checkpoint_every"] = 0   # epoch ends only: the crash comes first
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_mlp, output=tmp_path / "early", callbacks=[Crash(2)])
+    assert (tmp_path / "early" / "config.yaml").exists()
+    assert not (tmp_path / "early" / "checkpoints" / "last.ckpt").exists()
+    again = train(tiny_mlp, output=tmp_path / "early", resume=True)
+    assert "starting from the beginning" in capsys.readouterr().err
+    assert_identical(weights(ref.model_dir), weights(again.model_dir))
+
+
+def test_resume_refuses_a_checkpoint_without_its_config(tiny_mlp: dict[str, Any],
+                                                       tmp_path: Path) -> None:
     from layerwise.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="cannot resume"):
-        train(tiny_mlp, output=tmp_path / "never", resume=True)
+    train(tiny_mlp, output=tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").unlink()
+    with pytest.raises(CheckpointError, match="no config.yaml"):
+        train(tiny_mlp, output=tmp_path / "run", resume=True)
 
 
 def test_checkpoint_file_is_loadable_with_weights_only(tiny_mlp: dict[str, Any],

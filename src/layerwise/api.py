@@ -123,7 +123,7 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
     model = build_for(cfg, ds)
     images = {e.name: e.cfg.augment for e in ds.schema.images}
     trainer = Trainer(cfg.train, callbacks=callbacks or [], checkpoint_dir=rd.checkpoints,
-                      resume=resume, augment=Augmenter(images, cfg.seed))
+                      resume=resume and rd.has_checkpoint(), augment=Augmenter(images, cfg.seed))
     fit = trainer.fit(model, ds.train, ds.validation)
     run = Run(rd.path, cfg, history=fit.history, interrupted=fit.interrupted, fit=fit)
     write_history(rd.history, fit.history)

@@ -8,8 +8,9 @@
 
 Loading checks the format version, that the weights file really is safetensors (a pickle
 or torch zip is refused before anything reads it, with :class:`UnsafeArtifactError`; a
-damaged or foreign file is an :class:`ArtifactError`), and that every family and feature
-type named in the metadata is registered.
+damaged or foreign file is an :class:`ArtifactError`), that every family and feature
+type named in the metadata is registered, and that the weights fit the model and are finite
+(NaN or infinity in a weight is damage: an :class:`ArtifactError` names the tensor).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from layerwise.config import Config, parse
 from layerwise.data.build import Schema
 from layerwise.data.features import INPUT_ENCODERS, OUTPUT_ENCODERS
 from layerwise.errors import ArtifactError, ConfigError
-from layerwise.files import check_safetensors, load_safetensors, save_safetensors, write_text
+from layerwise.files import (
+    check_finite,
+    check_safetensors,
+    load_safetensors,
+    save_safetensors,
+    write_text,
+)
 from layerwise.models import LayerwiseModel, build_model, model_names
 
 FORMAT_VERSION = 1
@@ -174,6 +181,9 @@ def load(path: str | Path) -> Artifact:
     if missing or unexpected:
         raise ArtifactError(f"{p / WEIGHTS}: weights do not match the model (missing "
                             f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    # the parameters only: a buffer may be NaN on purpose (an unset anomaly threshold)
+    check_finite(p / WEIGHTS, tensors, (n for n, _ in model.named_parameters(
+        remove_duplicate=False)))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:

@@ -1,8 +1,12 @@
-"""Files on disk: atomic writes and safetensors, the one low-level place for both.
+"""Files on disk: atomic writes, safetensors and strict JSON, the one low-level place for them.
 
 Every file layerwise writes (artifacts, policies, checkpoints, cached judges, probe
 caches) goes through :func:`atomic_write`, and every weights file through
-:func:`save_safetensors` / :func:`load_safetensors`.
+:func:`save_safetensors` / :func:`load_safetensors`. Loaders refuse weights holding NaN or
+infinity with :func:`check_finite`; JSON meant for other programs is written by
+:func:`dumps_json`, which writes a non-finite number as ``null`` (bare ``NaN`` is not JSON).
+Output paths are checked before any work by :func:`check_output_file` /
+:func:`check_output_folder`.
 
 Weights files are **byte-identical** for identical tensors: the safetensors library
 serialises its metadata map in hash order, which changes from one process to the next, so
@@ -20,12 +24,14 @@ file's sha256 identifies a model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from layerwise.errors import ArtifactError, UnsafeArtifactError
+from layerwise.errors import ArtifactError, ConfigError, UnsafeArtifactError
 
 METADATA = {"format": "pt", "library": "layerwise"}
 _MAX_HEADER = 100 * 2**20
@@ -126,6 +132,99 @@ def load_safetensors(path: Path) -> dict[str, Any]:
         return load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise ArtifactError(f"{path}: cannot read weights ({e})") from None
+
+
+def check_finite(path: Path, tensors: Mapping[str, Any], names: Iterable[str]) -> None:
+    """Refuse weights holding NaN or infinity: an :class:`ArtifactError` naming ``path``
+    and the first such tensor among ``names``.
+
+    A layerwise model is never saved with non-finite weights (training skips such steps
+    and never checkpoints a non-finite model), so these bytes are damage; loading them
+    would answer NaN for every row. Pass the names of the *weights* (parameters) only:
+    some buffers are NaN on purpose, e.g. an autoencoder's anomaly threshold before one
+    is chosen (see ``training.checkpoint.is_finite``).
+    """
+    import torch
+
+    for name in names:
+        t = tensors[name]
+        if not (t.is_floating_point() or t.is_complex()):
+            continue
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise ArtifactError(f"{path}: weight {name!r} holds {bad} non-finite value(s) "
+                                f"(NaN or infinity) among {t.numel()}; a trained layerwise "
+                                "model has none, so the file is damaged; refusing to load")
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float as ``None``, and NumPy / torch values as
+    plain Python (lists and numbers), ready for ``json.dumps(..., allow_nan=False)``.
+
+    >>> finite_json({"p": float("nan"), "q": [1.5, float("inf")]})
+    {'p': None, 'q': [1.5, None]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    if not isinstance(value, str | bytes) and hasattr(value, "tolist"):  # ndarray, tensor,
+        return finite_json(value.tolist())                               # NumPy scalar
+    return value
+
+
+def dumps_json(value: Any, **kwargs: Any) -> str:
+    """Strict JSON text of ``value``: non-finite numbers become ``null`` (never bare
+    ``NaN`` / ``Infinity``), anything else JSON lacks becomes its ``str``."""
+    return json.dumps(finite_json(value), allow_nan=False, default=str, **kwargs)
+
+
+def blocking_file(path: Path) -> Path | None:
+    """The existing file (not a folder) at ``path`` or above it, which keeps ``path``
+    from being a folder; ``None`` when ``path`` is a folder or can be made one."""
+    for p in (path, *path.parents):
+        if p.is_dir():
+            return None
+        if p.exists() or p.is_symlink():
+            return p
+    return None
+
+
+# The output checks: made before any work, so that a path that cannot be written is one
+# clear ConfigError (a usage error: exit 2 from the CLI), never the OSError the write would
+# raise after the work. ``what`` names the path to the user (an option: "--output").
+
+def check_output_file(path: Path | None, what: str, suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse ``path`` as a file to write (``None``: nothing to check): a folder, a path
+    under a file, or a suffix not in ``suffixes``. An existing file may be replaced;
+    missing folders above it are made when writing."""
+    if path is None:
+        return
+    want = ", ".join(suffixes[:-1]) + " or " * (len(suffixes) > 1) + "".join(suffixes[-1:])
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a file path"
+                          + (f" ending in {want}" if want else ""))
+    blocker = blocking_file(path.parent)
+    if blocker is not None:
+        raise ConfigError(f"{what} {path} is under {blocker}, which is a file, not a folder")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{what} must end in {want}; got {path.name!r}")
+
+
+def check_output_folder(path: Path | None, what: str) -> None:
+    """Refuse ``path`` as a folder to write into (new or existing): an existing file, or
+    a path under one."""
+    if path is None:
+        return
+    blocker = blocking_file(path)
+    if blocker == path:
+        raise ConfigError(f"{what} {path} exists and is a file; give a folder (new or "
+                          "existing)")
+    if blocker is not None:
+        raise ConfigError(f"{what} {path} is under {blocker}, which is a file, not a folder")
 
 
 def cache_root() -> Path:

@@ -29,8 +29,8 @@ import yaml
 
 from layerwise.config import config_hash, parse
 from layerwise.errors import CheckpointError
-from layerwise.files import write_text
-from layerwise.training.checkpoint import MAY_CHANGE, seed_all
+from layerwise.files import check_output_folder, write_text
+from layerwise.training.checkpoint import MAY_CHANGE, say_fresh_start, seed_all
 
 __all__ = ["MAY_CHANGE", "RunDir", "check_same", "comparable", "lineage", "open_run", "seed_all",
            "versions", "write_history", "write_metrics"]
@@ -54,6 +54,9 @@ class RunDir:
                  "curves.png")
         return cls(path, *(path / n for n in names))
 
+    def has_checkpoint(self) -> bool:
+        return (self.checkpoints / "last.ckpt").is_file()
+
 
 def comparable(cfg: Any) -> dict[str, Any]:
     """The config (a model or its JSON dump) as resume compares it: without the settings
@@ -64,18 +67,31 @@ def comparable(cfg: Any) -> dict[str, Any]:
 
 
 def open_run(cfg: Any, output: str | Path | None, *, resume: bool) -> RunDir:
-    """Create (or, with ``resume``, check) the run directory and write ``config.yaml``."""
+    """Create (or, with ``resume``, check) the run directory and write ``config.yaml``.
+
+    A path that is, or lies under, an existing file is a
+    :class:`~layerwise.errors.ConfigError` before anything is written."""
     run = RunDir.at(Path(output) if output else Path("runs") / cfg.name)
-    if resume:
-        if not run.config.is_file():
-            raise CheckpointError(f"cannot resume: {run.path} has no config.yaml from an "
-                                  "earlier run")
+    check_output_folder(run.path, "output")  # the run directory: not a file, nor under one
+    if resume and not run.config.is_file():
+        # a requeued job repeats its command line: a run killed before it wrote anything
+        # starts from the beginning; a checkpoint without its config is not ours to guess
+        if run.has_checkpoint():
+            raise CheckpointError(f"cannot resume: {run.path} holds a checkpoint but no "
+                                  "config.yaml from the run that wrote it")
+    elif resume:
         before = parse(yaml.safe_load(run.config.read_text(encoding="utf-8")))
         if type(before) is not type(cfg):
             kind = "an agent's" if hasattr(before, "env") else "a supervised"
             raise CheckpointError(f"cannot resume in {run.path}: it holds {kind} run")
         check_same(before, cfg, run.path)
-    run.path.mkdir(parents=True, exist_ok=True)
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. no permission
+        raise CheckpointError(f"cannot create the run directory {run.path}: "
+                              f"{e.strerror or e}") from None
+    if resume and not run.has_checkpoint():
+        say_fresh_start(run.checkpoints / "last.ckpt")
     write_text(run.config, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return run
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,11 +24,13 @@ def evaluate(
     For a policy (a reinforcement-learning run): the return over deterministic episodes.
     """
     from layerwise.api import evaluate as run_evaluate
+    from layerwise.files import check_output_file, dumps_json, write_text
 
+    check_output_file(output, "--output")
     metrics = run_evaluate(model_dir, data, episodes=episodes, seed=seed)
-    text = json.dumps(metrics, indent=2)
+    text = dumps_json(metrics, indent=2)  # an undefined metric (NaN) is written as null
     if output:
-        output.write_text(text)
+        write_text(output, text)
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     for k, v in scalars.items():
         print(f"{k:>10}: {v:.4f}" if isinstance(v, float) else f"{k:>10}: {v}")

@@ -33,10 +33,12 @@ def schema(
 ) -> None:
     """Print the JSON Schema of the config file (for editor completion and checks)."""
     from layerwise.config import json_schema
+    from layerwise.files import check_output_file, write_text
 
+    check_output_file(output, "--output")
     text = json.dumps(json_schema("rl" if rl else "supervised"), indent=2)
     if output:
-        output.write_text(text + "\n")
+        write_text(output, text + "\n")
         print(f"JSON Schema written to {output}")
     else:
         print(text)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+
+SUFFIXES = (".csv", ".jsonl", ".json")  # .json: JSON lines too, one object per row
 
 
 def predict(
@@ -20,7 +22,9 @@ def predict(
 ) -> None:
     """Predict with a saved model on raw rows or images."""
     from layerwise.api import load
+    from layerwise.files import check_output_file
 
+    check_output_file(output, "--output", SUFFIXES)  # before the work, not after it
     model = load(model_dir)
     rows = read_input(input_)
     preds = model.predict(rows)
@@ -45,23 +49,26 @@ def read_input(input_: Path) -> Any:
 
 
 def write(preds: list[dict[str, Any]], output: Path | None) -> None:
+    """JSON lines (stdout, .jsonl, .json) or CSV; always valid JSON: a non-finite number
+    is written as ``null`` (an empty cell in CSV), never as bare ``NaN``. A CSV cell
+    holding a dict or a list holds its JSON."""
+    from layerwise.files import check_output_file, dumps_json, finite_json, write_text
+
+    check_output_file(output, "--output", SUFFIXES)
     if output is None or output.suffix.lower() in (".jsonl", ".json"):
-        lines = "\n".join(json.dumps(p, default=str) for p in preds) + "\n"
+        lines = "\n".join(dumps_json(p) for p in preds) + "\n"
         if output is None:
             sys.stdout.write(lines)
         else:
-            output.write_text(lines)
-    elif output.suffix.lower() == ".csv":
-        keys = list(dict.fromkeys(k for p in preds for k in p))
-        with output.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            for p in preds:
-                w.writerow({k: json.dumps(v) if isinstance(v, dict) else v
-                            for k, v in p.items()})
+            write_text(output, lines)
     else:
-        from layerwise.errors import ConfigError
-
-        raise ConfigError(f"--output must end in .csv or .jsonl; got {output.name!r}")
+        keys = list(dict.fromkeys(k for p in preds for k in p))
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        for p in preds:
+            w.writerow({k: dumps_json(v) if isinstance(v, dict | list) else finite_json(v)
+                        for k, v in p.items()})
+        write_text(output, buf.getvalue())
     if output is not None:
         print(f"{len(preds)} predictions written to {output}", file=sys.stderr)

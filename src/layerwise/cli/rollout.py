@@ -26,17 +26,16 @@ def rollout(
     """Run a policy for a few episodes, print their returns, optionally record a GIF."""
     from layerwise.api import load
     from layerwise.errors import ConfigError
+    from layerwise.files import check_output_file
     from layerwise.rl.episodes import rollout as run_rollout
     from layerwise.rl.episodes import write_gif
     from layerwise.rl.policy import Policy
 
+    check_output_file(video, "--video", (".gif",))  # Pillow writes GIF
     policy = load(model_dir)
     if not isinstance(policy, Policy):
         raise ConfigError(f"{model_dir} holds a supervised model; rollout runs policies "
                           "(use layerwise predict)")
-    if video is not None and video.suffix.lower() != ".gif":
-        raise ConfigError(f"--video must name a .gif file (Pillow writes GIF); got "
-                          f"{video.name!r}")
     result, frames = run_rollout(policy, episodes, seed, render=video is not None,
                                  deterministic=not stochastic, every=every)
     for i, (ret, length) in enumerate(zip(result["returns"], result["lengths"])):

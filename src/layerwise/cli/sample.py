@@ -33,20 +33,22 @@ def sample(
 
     from layerwise.api import load
     from layerwise.errors import ConfigError
+    from layerwise.files import check_output_file, check_output_folder
     from layerwise.inference.predictor import Predictor
 
+    if not list_classes:  # the outputs are checked before any work
+        if format_ not in ("png", "npz"):
+            raise ConfigError(f"--format must be png or npz; got {format_!r}")
+        if output is None and output_dir is None:
+            raise ConfigError("give --output grid.png and/or --output-dir DIR")
+        check_output_file(output, "--output", (".png",))
+        check_output_folder(output_dir, "--output-dir")
     model = load(model_dir)
     if not isinstance(model, Predictor):
         raise ConfigError(f"{model_dir} is a policy; sample needs a vae, gan or diffusion model")
     if list_classes:
         sys.stdout.write("\n".join(model.classes()) + "\n")
         return
-    if format_ not in ("png", "npz"):
-        raise ConfigError(f"--format must be png or npz; got {format_!r}")
-    if output is None and output_dir is None:
-        raise ConfigError("give --output grid.png and/or --output-dir DIR")
-    if output is not None and output.suffix.lower() != ".png":
-        raise ConfigError(f"--output must be a .png file; got {output}")
     x = model.sample(n, label=class_, steps=steps, seed=seed)
     if x.ndim != 4:
         raise ConfigError("this model samples table rows, not images; use --output-dir "
@@ -92,17 +94,18 @@ def embed(
     from layerwise.api import load
     from layerwise.cli.predict import read_input
     from layerwise.errors import ConfigError
+    from layerwise.files import check_output_file
     from layerwise.inference.predictor import Predictor
 
+    check_output_file(output, "--output", (".npz", ".csv"))
     model = load(model_dir)
     if not isinstance(model, Predictor):
         raise ConfigError(f"{model_dir} is a policy; embed needs an autoencoder or vae")
     z = model.embed(read_input(input_))
+    output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix.lower() == ".npz":
         np.savez_compressed(output, embeddings=z)
-    elif output.suffix.lower() == ".csv":
+    else:
         header = ",".join(f"z{i}" for i in range(z.shape[1]))
         np.savetxt(output, z, delimiter=",", header=header, comments="", fmt="%.6g")
-    else:
-        raise ConfigError(f"--output must end in .npz or .csv; got {output}")
     sys.stdout.write(f"embeddings: {output} ({z.shape[0]} rows x {z.shape[1]})\n")

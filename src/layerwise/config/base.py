@@ -7,7 +7,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 class _Strict(BaseModel):
@@ -35,6 +35,16 @@ class _Family(_Strict):
     train_defaults: ClassVar[Mapping[str, tuple[Any, str]]] = {}
     """``train`` fields it sets when the config leaves them unset: field → (value, reason);
     the reason is recorded in ``metrics.json → defaults``."""
+
+    @field_validator("*")
+    @classmethod
+    def _widths(cls, value: Any, info: ValidationInfo) -> Any:
+        # a family's lists of integers are layer widths (hidden, dense, channels): a width
+        # of 0 would build a layer with no units, which trains but cannot learn
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and field.annotation == list[int] and any(v < 1 for v in value):
+            raise ValueError("every width must be at least 1")
+        return value
 
     def accepts_output(self, kind: str) -> bool:
         """Whether this configuration of the family predicts ``kind`` outputs: the declared

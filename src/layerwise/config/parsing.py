@@ -27,13 +27,34 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}); is this a YAML file?") \
+            from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        raise ConfigError(_yaml_error(p, e)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level; got "
                           f"{type(data).__name__}")
     return data
+
+
+def _yaml_error(path: Path, err: yaml.YAMLError) -> str:
+    """``file, line L, column C: not valid YAML: problem`` and the line with a caret.
+
+    PyYAML names a string it parsed ``"<unicode string>"`` and counts from 0; the message
+    names the file and counts from 1, as an editor does."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is None or not problem:  # a ReaderError (a control character) has no mark
+        return f"{path}: not valid YAML: {str(err).replace('<unicode string>', str(path))}"
+    text = f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}"
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context:
+        text += f" ({context}" + (f" that starts at line {start.line + 1}, column "
+                                  f"{start.column + 1}" if start is not None else "") + ")"
+    snippet = mark.get_snippet()
+    return f"{text}\n{snippet}" if snippet and snippet.strip() else text
 
 
 def parse(source: Config | RLConfig | dict[str, Any] | str | Path,

@@ -60,7 +60,9 @@ class DataConfig(_Strict):
     validation_path: str | None = None
     test_path: str | None = None
     split: SplitConfig = Field(default_factory=SplitConfig)
-    delimiter: str = ","
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field "
+                           "separator, one character: ';', '|', \"\\t\" (a tab; .tsv files "
+                           "default to it)")
     skip_bad_rows: bool = Field(False, description="skip malformed rows (counted) instead of "
                                 "stopping at the first one")
     max_bad_rows: int = Field(100, ge=0, description="with skip_bad_rows, stop once more than "

@@ -8,6 +8,7 @@ Pickle-based formats are refused outright.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -121,6 +122,8 @@ def read_csv(path: Path, delimiter: str, bad: BadRows, limit: int | None) -> Tab
             dup = sorted({h for h in header if header.count(h) > 1})
             if dup:
                 raise DataError(f"{path}, line 1: repeated column names {dup}")
+            if len(header) == 1:  # before the rows: they may not split like the header
+                _check_delimiter(path, header[0], delimiter)
             rows, lines = _first(_csv_rows(reader, header, path, bad), limit)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start}); is this a CSV file?") \
@@ -129,6 +132,29 @@ def read_csv(path: Path, delimiter: str, bad: BadRows, limit: int | None) -> Tab
         raise DataError(f"{path}: the file has a header but no data rows")
     cols = {h: np.array([r[j] for r in rows], dtype=object) for j, h in enumerate(header)}
     return Table(cols, str(path), np.array(lines), unit="line")
+
+
+# other common delimiters, as a config file writes them (YAML: "\t" is a tab)
+_DELIMITERS = {";": "';' (semicolons)", "\t": '"\\t" (tabs)', "|": "'|' (pipes)",
+               ",": "',' (commas)"}
+
+
+def _check_delimiter(path: Path, name: str, delimiter: str) -> None:
+    """A file read as one column whose header and first row split alike on another common
+    delimiter was written with that delimiter: say so, and how to read it, rather than
+    fail later with ``missing column`` or ``expected 1 fields`` (a real one-column file
+    whose name holds a ``;`` passes: its rows do not split like its header)."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        lines = (line for line in itertools.islice(f, 1, 100) if line.strip())
+        first = next(lines, "")  # the first non-blank line after the header, as written
+    for d, words in _DELIMITERS.items():
+        parts = name.split(d)
+        if d != delimiter and len(parts) > 1 and all(p.strip() for p in parts) \
+                and first.count(d) == len(parts) - 1:
+            raise DataError(f"{path}, line 1: the file looks delimited by {words}, not "
+                            f"{_DELIMITERS.get(delimiter, repr(delimiter))}: the header is "
+                            f"one column {name!r}; set data.delimiter: {words.split()[0]} "
+                            "in the config")
 
 
 def _csv_rows(reader: Reader, header: list[str], path: Path,

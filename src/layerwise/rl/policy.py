@@ -31,7 +31,7 @@ import torch
 from layerwise import artifact as art
 from layerwise.config import RLConfig, parse
 from layerwise.errors import ArtifactError, ConfigError, DataError
-from layerwise.files import load_safetensors, save_safetensors, write_text
+from layerwise.files import check_finite, load_safetensors, save_safetensors, write_text
 from layerwise.models import model_names
 from layerwise.rl.env import ObsProcessor, RunningMeanStd
 from layerwise.rl.networks import ActorCritic, QNetwork, build_network
@@ -192,6 +192,7 @@ class Policy:
             raise ArtifactError(f"{where}: the stored spaces or statistics are invalid: "
                                 f"{e}") from None
         tensors = load_safetensors(p / art.WEIGHTS)
+        check_finite(p / art.WEIGHTS, tensors, [n for n, _ in net.named_parameters()])
         expected = net.state_dict()
         missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
         if missing or unexpected:

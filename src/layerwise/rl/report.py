@@ -19,12 +19,16 @@ def curves(history: list[dict[str, Any]], path: str | Path) -> Path | None:
         pts = [(h["step"], h[key]) for h in history if h.get(key) is not None]
         return [p[0] for p in pts], [p[1] for p in pts]
 
+    def dots(x: list[float]) -> dict[str, Any]:
+        # a line through one point draws nothing: a single log row shows as a marker
+        return {"marker": "o"} if len(x) == 1 else {}
+
     losses = [k for k in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl")
               if any(h.get(k) is not None for h in history)]
     fig, axes = plt.subplots(1, 2 if losses else 1, figsize=(10 if losses else 5, 3.6))
     axes = list(axes) if losses else [axes]
     x, y = series("return_mean")
-    axes[0].plot(x, y, label="training episodes (mean)")
+    axes[0].plot(x, y, label="training episodes (mean)", **dots(x))
     lo, hi = series("return_min")[1], series("return_max")[1]
     if len(lo) == len(x) == len(hi):
         axes[0].fill_between(x, lo, hi, alpha=0.15, label="training min–max")
@@ -37,7 +41,7 @@ def curves(history: list[dict[str, Any]], path: str | Path) -> Path | None:
     axes[0].grid(alpha=0.3)
     for k in losses:
         x, y = series(k)
-        axes[1].plot(x, y, label=k)
+        axes[1].plot(x, y, label=k, **dots(x))
     if losses:
         axes[1].set_xlabel("environment steps")
         axes[1].legend(fontsize=8)

@@ -122,9 +122,12 @@ class Runner:
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> AgentRun:
         self.setup()
-        if self.resume:
+        path = self.out / "checkpoints" / ckpt.CHECKPOINT
+        if self.resume and path.exists():
             self._restore()
         else:
+            if self.resume:  # stopped before its first checkpoint: a requeue starts over
+                ckpt.say_fresh_start(path)
             self.pool.start()
         for cb in self.callbacks:
             cb.on_fit_start(self, self.agent.net)
@@ -337,5 +340,6 @@ def train_agent(config: RLConfig, *, output: str | Path | None = None, resume: b
     cfg = config
     if progress:
         cfg.train.progress = progress  # type: ignore[assignment]
-    out = open_run(cfg, output, resume=resume).path
+    rd = open_run(cfg, output, resume=resume)
+    out, resume = rd.path, resume and rd.has_checkpoint()
     return Runner(cfg, out, resume=resume, callbacks=callbacks).run()

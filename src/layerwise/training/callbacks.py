@@ -92,12 +92,23 @@ class LogLines(Callback):
 
 
 def format_logs(logs: dict[str, Any]) -> str:
+    """The epoch's losses, validation metrics and learning rate on one line: counts as
+    integers (``val_tokens 41800``), other numbers to 4 significant digits."""
+    import numbers  # numpy scalars too (np.int64 is no int)
+
     keys = [k for k in logs if k.startswith(("train_loss", "val_")) or k == "lr"]
     parts = []
     for k in keys:
         v = logs[k]
-        if isinstance(v, float):
-            parts.append(f"{k} {v:.4g}")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            continue
+        x = float(v)
+        if isinstance(v, numbers.Integral):
+            parts.append(f"{k} {int(v)}")
+        elif x.is_integer() and abs(x) < 2**53:  # a count kept as a float
+            parts.append(f"{k} {int(x)}")  # .4g would write 41800.0 as 4.18e+04
+        else:
+            parts.append(f"{k} {x:.4g}")
     return "  ".join(parts)
 
 

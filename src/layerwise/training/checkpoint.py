@@ -70,3 +70,11 @@ def seed_all(seed: int) -> None:
     """Seed torch and NumPy's global generators: the one seeding of every kind of run."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
+
+def say_fresh_start(path: Path) -> None:
+    """Tell the user a resume found no checkpoint yet and starts from the beginning."""
+    import sys
+
+    print(f"resume: no checkpoint at {path} yet (the run stopped before its first one): "
+          "starting from the beginning", file=sys.stderr, flush=True)

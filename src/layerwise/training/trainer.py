@@ -406,10 +406,17 @@ class Trainer:
         }
         ckpt.save(self.checkpoint_dir / ckpt.CHECKPOINT, state)
 
-    def _load_checkpoint(self) -> dict[str, Any]:
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from; None (start from the beginning, and say so) when
+        the run was stopped before its first checkpoint: a requeued job or an elastic
+        restart repeats its command line, ``--resume`` included."""
         if self.checkpoint_dir is None:
             raise CheckpointError("resume needs a checkpoint directory")
-        return ckpt.load(self.checkpoint_dir / ckpt.CHECKPOINT)
+        path = self.checkpoint_dir / ckpt.CHECKPOINT
+        if not path.exists():
+            ckpt.say_fresh_start(path)
+            return None
+        return ckpt.load(path)
 
     def _restore(self, model: nn.Module, state: dict[str, Any]) -> None:
         saved, now = state.get("config", {}), self.config.model_dump(mode="json")
