@@ -5,7 +5,7 @@
 
 A reference run is trained once without interruption. Then, ``--kills`` times: the same
 command starts in a fresh folder, is killed with SIGKILL after a random delay between 0
-and the reference's wall time (so some kills land before the first checkpoint, some
+and 0.9 x the reference's wall time (so some kills land before the first checkpoint, some
 after), and the same command line with ``--resume`` runs it to the end. Each resumed
 run's weights are compared with the reference's (``torch.equal`` on every tensor).
 """
@@ -55,7 +55,7 @@ def main() -> None:
         ok = 0
         for i in range(args.kills):
             out = Path(tmp) / f"run{i}"
-            delay = rng.uniform(0.0, window)
+            delay = rng.uniform(0.0, 0.9 * window)
             proc = subprocess.Popen(command(out, args.epochs, False),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -209,3 +210,29 @@ def test_checkpoint_file_is_loadable_with_weights_only(tiny_mlp: dict[str, Any],
     assert {"model", "optimizer", "scheduler", "rng", "trainer"} <= set(state)
     assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
     assert os.path.getsize(tmp_path / "run" / "checkpoints" / "last.ckpt") > 0
+
+
+def test_the_sigterm_hint_keeps_the_set_overrides(tiny_cnn: dict[str, Any],
+                                                  tmp_path: Path) -> None:
+    # regression: the printed "continue with" line dropped --set, so it went on as a run
+    # of the config's own length (or failed: "the config differs")
+    import shlex
+
+    cfg = _long_config(tiny_cnn, tmp_path)
+    run = tmp_path / "run"
+    sets = ["--set", "train.epochs=3", "--set", "train.optimizer.lr=0.01"]
+    proc = subprocess.Popen(_cli("train", str(cfg), "--output", str(run), "-q", *sets),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for(run / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    hint = err.decode().split("continue with: ", 1)[1].strip()
+    assert "--set train.epochs=3" in hint and "--set train.optimizer.lr=0.01" in hint
+    words = shlex.split(hint)
+    assert words[:2] == ["layerwise", "train"]
+    out = subprocess.run(_cli(*words[1:], "-q"), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["training"]["epochs"] == 3

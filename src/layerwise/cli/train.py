@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -27,9 +28,12 @@ def train(
     if run.interrupted:
         st = run.fit.state if run.fit else None
         step = st.step if st else run.step if run.step is not None else "?"
+        # the same command line continues the run: its --set overrides included
+        sets = "".join(f" --set {shlex.quote(kv)}" for kv in set_ or [])
         print(f"stopped by SIGTERM at step {step}; checkpoint in "
-              f"{run.dir / 'checkpoints'}; continue with: layerwise train {config} "
-              f"--output {run.dir} --resume", file=sys.stderr)
+              f"{run.dir / 'checkpoints'}; continue with: layerwise train "
+              f"{shlex.quote(str(config))} --output {shlex.quote(str(run.dir))}{sets} "
+              "--resume", file=sys.stderr)
         return
     if "evaluation" in run.metrics:  # a reinforcement-learning run
         _agent_summary(run)
