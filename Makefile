@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/layerwise train examples/digits_cnn.yaml --output runs/digits
+	$(BIN)/layerwise train examples/digits_cnn.yaml --output runs/digits --overwrite
 	$(BIN)/layerwise evaluate runs/digits/model
 	$(BIN)/python examples/digit_images.py runs/digits/samples
 	$(BIN)/layerwise predict runs/digits/model runs/digits/samples --output runs/digits/predictions.csv

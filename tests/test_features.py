@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from layerwise.config import Config, parse
+from layerwise.config import BinaryOutput, Config, parse
 from layerwise.data.build import Dataset, build, encode_rows
 from layerwise.data.features import BinaryEncoder, CategoryEncoder, ImageEncoder, NumericEncoder
 from layerwise.data.table import Table
@@ -152,6 +153,32 @@ def test_binary_columns_map_truthy_words_to_one(tmp_path: Path, yes: str, no: st
     assert isinstance(enc, BinaryEncoder)
     assert enc.transform(np.array(["yes", "No", "TRUE", "f"], dtype=object)).tolist() == \
         [1.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(("values", "labels"), [
+    (["Yes", "No", "Yes"], ["No", "Yes"]), (["true", "false"], ["false", "true"]),
+    ([True, False, True], [False, True]), ([1, 0], [0, 1]),
+    (["Y", "Y"], ["N", "Y"]), (["No", "No"], ["No", "Yes"]), ([False], [False, True])])
+def test_binary_labels_are_the_data_values(values: list[Any], labels: list[Any]) -> None:
+    # regression: a Yes/No column decoded as True/False; a side the training data lacks
+    # takes the partner word of the other side, in its case
+    enc = BinaryEncoder(BinaryOutput(name="y", type="binary"), output=True)
+    enc.fit(np.array(values, dtype=object))
+    assert enc.labels() == labels
+    assert [type(v) for v in enc.labels()] == [type(v) for v in labels]
+    again = BinaryEncoder(enc.cfg, output=True)
+    again.load_state(json.loads(json.dumps(enc.state())))
+    assert again.labels() == labels
+
+
+def test_binary_state_saved_before_labels_were_kept_decodes_as_before() -> None:
+    cfg = BinaryOutput(name="y", type="binary")
+    old = BinaryEncoder(cfg, output=True)
+    old.load_state({"negative": "false", "positive": "true"})
+    assert old.labels() == [False, True]
+    other = BinaryEncoder(cfg, output=True)
+    other.load_state({"negative": "F", "positive": "M"})
+    assert other.labels() == ["F", "M"]
 
 
 def test_binary_with_other_labels_uses_their_order(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from layerwise.config import Config, TextInput, parse
 from layerwise.data.build import Schema, build
 from layerwise.data.table import Table
-from layerwise.data.text import PAD_ID, UNK_ID, TextEncoder
+from layerwise.data.text import PAD_ID, UNK_ID, TextEncoder, TruncationWarning
 from layerwise.errors import ConfigError, DataError
 
 
@@ -55,7 +55,8 @@ def test_char_tokenizer_maps_unseen_characters_to_unk() -> None:
 
 
 def test_padding_truncation_and_the_empty_text() -> None:
-    enc = encoder(tokenizer="word", max_length=3)
+    with pytest.warns(TruncationWarning, match=r"1 of 4 training texts \(25\.0%\)"):
+        enc = encoder(tokenizer="word", max_length=3)  # "the cat ran fast" is cut
     out = enc.transform(np.array(["the cat sat on the mat", "", "cat"], dtype=object))
     assert out["ids"].shape == (3, 3) and out["ids"].dtype == torch.long
     assert out["lengths"].tolist() == [3, 1, 1]  # truncated keeps the start; empty → <unk>

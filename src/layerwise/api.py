@@ -28,7 +28,15 @@ from layerwise.evaluation.plots import learning_curves
 from layerwise.inference import seq2seq
 from layerwise.inference.predictor import Predictor
 from layerwise.models import LayerwiseModel, build_model
-from layerwise.runs import RunDir, lineage, open_run, write_history, write_metrics
+from layerwise.runs import (
+    RunDir,
+    check_run,
+    lineage,
+    recording_failure,
+    start_run,
+    write_history,
+    write_metrics,
+)
 from layerwise.tracking.card import model_card
 from layerwise.training import Callback, FitResult, Trainer
 
@@ -101,19 +109,23 @@ def family_defaults(cfg: Config) -> dict[str, str]:
 
 def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | None = None,
           overrides: list[str] | None = None, resume: bool = False,
-          callbacks: list[Callback] | None = None, progress: str | None = None) -> Run:
+          callbacks: list[Callback] | None = None, progress: str | None = None,
+          overwrite: bool = False) -> Run:
     """Train from a config: data → model → fit → evaluate → artifact and run outputs.
 
     A reinforcement-learning config (one with an ``env`` key) trains an agent instead:
     environments → agent → evaluation episodes → a policy artifact (see layerwise.rl).
+    A folder that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (replace it); nothing is written before the config and data pass their
+    checks, and a run that fails afterwards records its error in ``error.json``.
     """
     cfg = parse(config, overrides)
     if isinstance(cfg, RLConfig):
-        return _train_agent(cfg, output, resume, callbacks, progress)
+        return _train_agent(cfg, output, resume, callbacks, progress, overwrite)
     if progress:
         cfg.train.progress = progress  # type: ignore[assignment]
     defaults = family_defaults(cfg)
-    rd = open_run(cfg, output, resume=resume)
+    rd = check_run(cfg, output, resume=resume, overwrite=overwrite)
     t_data = time.perf_counter()
     ds = build(cfg)
     generative = cfg.model.family in GENERATIVE_FAMILIES
@@ -121,33 +133,43 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
         ds = gen_eval.prepare(cfg, ds)
     t_data = time.perf_counter() - t_data
     model = build_for(cfg, ds)
-    images = {e.name: e.cfg.augment for e in ds.schema.images}
-    trainer = Trainer(cfg.train, callbacks=callbacks or [], checkpoint_dir=rd.checkpoints,
-                      resume=resume and rd.has_checkpoint(), augment=Augmenter(images, cfg.seed))
-    fit = trainer.fit(model, ds.train, ds.validation)
-    run = Run(rd.path, cfg, history=fit.history, interrupted=fit.interrupted, fit=fit)
-    write_history(rd.history, fit.history)
-    if fit.interrupted:
-        return run
+    start_run(rd, cfg, resume=resume, overwrite=overwrite)
+    with recording_failure(rd):
+        images = {e.name: e.cfg.augment for e in ds.schema.images}
+        trainer = Trainer(cfg.train, callbacks=callbacks or [], checkpoint_dir=rd.checkpoints,
+                          resume=resume and rd.has_checkpoint(),
+                          augment=Augmenter(images, cfg.seed))
+        fit = trainer.fit(model, ds.train, ds.validation)
+        run = Run(rd.path, cfg, history=fit.history, interrupted=fit.interrupted, fit=fit)
+        write_history(rd.history, fit.history)
+        if not fit.interrupted:
+            run.metrics = _finish(rd, cfg, ds, model, fit, generative,
+                                  {"defaults": defaults, "data_seconds": round(t_data, 3)})
+    return run
+
+
+def _finish(rd: RunDir, cfg: Config, ds: Dataset, model: LayerwiseModel, fit: FitResult,
+            generative: bool, extra: dict[str, Any]) -> dict[str, Any]:
+    """Score every split, save the artifact, metrics.json and curves; returns the metrics."""
     model.to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     scores = _score_splits(cfg, ds, model, generative)
     if generative:
         scores.update(gen_eval.report(model, cfg, ds, rd.path))
     n_params = sum(p.numel() for p in model.parameters())
-    run.metrics = {**scores,
-                   "training": {"seconds": round(fit.state.train_time, 3),
-                                "data_seconds": round(t_data, 3),
-                                "samples_per_second": round(fit.samples_per_second, 1),
-                                "epochs": fit.epochs, "steps": fit.state.step,
-                                "skipped_steps": fit.state.skipped,
-                                "stopped_early": fit.state.stopped_early,
-                                "best_epoch": fit.best.get("epoch"),
-                                "parameters": n_params},
-                   "choices": fit.choices, "defaults": defaults, "data": ds.info}
+    metrics = {**scores,
+               "training": {"seconds": round(fit.state.train_time, 3),
+                            "data_seconds": extra["data_seconds"],
+                            "samples_per_second": round(fit.samples_per_second, 1),
+                            "epochs": fit.epochs, "steps": fit.state.step,
+                            "skipped_steps": fit.state.skipped,
+                            "stopped_early": fit.state.stopped_early,
+                            "best_epoch": fit.best.get("epoch"),
+                            "parameters": n_params},
+               "choices": fit.choices, "defaults": extra["defaults"], "data": ds.info}
     _save_model(rd, cfg, ds, model, fit, scores, n_params)
-    write_metrics(rd.metrics, run.metrics)
+    write_metrics(rd.metrics, metrics)
     learning_curves(fit.history, rd.curves)
-    return run
+    return metrics
 
 
 def _score_splits(cfg: Config, ds: Dataset, model: LayerwiseModel, generative: bool
@@ -204,10 +226,12 @@ def evaluate_model(model: torch.nn.Module, schema: Any, data: TensorData,
 
 
 def _train_agent(cfg: RLConfig, output: str | Path | None, resume: bool,
-                 callbacks: list[Callback] | None, progress: str | None) -> Run:
+                 callbacks: list[Callback] | None, progress: str | None,
+                 overwrite: bool = False) -> Run:
     from layerwise.rl import train_agent
 
-    r = train_agent(cfg, output=output, resume=resume, callbacks=callbacks, progress=progress)
+    r = train_agent(cfg, output=output, resume=resume, callbacks=callbacks, progress=progress,
+                    overwrite=overwrite)
     return Run(r.dir, cfg, metrics=r.metrics, history=r.history, interrupted=r.interrupted,
                step=r.step)
 

@@ -16,10 +16,14 @@ on, how it reports, its threads). One seeding function, one lineage record, one
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import platform
+import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +36,9 @@ from layerwise.errors import CheckpointError
 from layerwise.files import check_output_folder, write_text
 from layerwise.training.checkpoint import MAY_CHANGE, say_fresh_start, seed_all
 
-__all__ = ["MAY_CHANGE", "RunDir", "check_same", "comparable", "lineage", "open_run", "seed_all",
-           "versions", "write_history", "write_metrics"]
+__all__ = ["ERROR", "MAY_CHANGE", "RunDir", "check_run", "check_same", "comparable",
+           "lineage", "open_run", "recording_failure", "seed_all", "start_run", "versions",
+           "write_history", "write_metrics"]
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,15 @@ def comparable(cfg: Any) -> dict[str, Any]:
     return d
 
 
-def open_run(cfg: Any, output: str | Path | None, *, resume: bool) -> RunDir:
-    """Create (or, with ``resume``, check) the run directory and write ``config.yaml``.
+def check_run(cfg: Any, output: str | Path | None, *, resume: bool = False,
+              overwrite: bool = False) -> RunDir:
+    """The run directory for ``cfg``, checked; nothing is written (see :func:`start_run`).
 
-    A path that is, or lies under, an existing file is a
-    :class:`~layerwise.errors.ConfigError` before anything is written."""
+    Refused, each with a clear error: a path that is, or lies under, a file; with
+    ``resume``, a folder whose config differs (beyond :data:`MAY_CHANGE`) or that holds a
+    checkpoint without its config; without ``resume``, a folder that already holds a run
+    (its ``config.yaml``), unless ``overwrite``.
+    """
     run = RunDir.at(Path(output) if output else Path("runs") / cfg.name)
     check_output_folder(run.path, "output")  # the run directory: not a file, nor under one
     if resume and not run.config.is_file():
@@ -85,15 +94,58 @@ def open_run(cfg: Any, output: str | Path | None, *, resume: bool) -> RunDir:
             kind = "an agent's" if hasattr(before, "env") else "a supervised"
             raise CheckpointError(f"cannot resume in {run.path}: it holds {kind} run")
         check_same(before, cfg, run.path)
+    elif run.config.is_file() and not overwrite:
+        state = "a finished run" if run.model.exists() else "an unfinished run"
+        raise CheckpointError(f"{run.path} already holds {state}; pass --overwrite to "
+                              "replace it, --resume to continue it, or choose another "
+                              "--output")
+    return run
+
+
+def start_run(run: RunDir, cfg: Any, *, resume: bool = False, overwrite: bool = False
+              ) -> None:
+    """Create the folder and write ``config.yaml`` (after :func:`check_run` and the data
+    checks: a run that fails validation leaves nothing behind). ``overwrite`` first
+    removes the earlier run's checkpoint, model and error record."""
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. no permission
         raise CheckpointError(f"cannot create the run directory {run.path}: "
                               f"{e.strerror or e}") from None
+    if overwrite and not resume:
+        for old in (run.checkpoints, run.model):
+            shutil.rmtree(old, ignore_errors=True)
+    (run.path / ERROR).unlink(missing_ok=True)
     if resume and not run.has_checkpoint():
         say_fresh_start(run.checkpoints / "last.ckpt")
     write_text(run.config, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def open_run(cfg: Any, output: str | Path | None, *, resume: bool = False,
+             overwrite: bool = False) -> RunDir:
+    """:func:`check_run` then :func:`start_run`: for runs with no data to check first."""
+    run = check_run(cfg, output, resume=resume, overwrite=overwrite)
+    start_run(run, cfg, resume=resume, overwrite=overwrite)
     return run
+
+
+ERROR = "error.json"
+
+
+@contextlib.contextmanager
+def recording_failure(run: RunDir) -> Iterator[None]:
+    """Write ``error.json`` (the error's type and message, and when) into the run folder
+    if the block raises, then let the error go on."""
+    try:
+        yield
+    except Exception as e:
+        record = {"error": type(e).__name__, "message": str(e),
+                  "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            write_text(run.path / ERROR, json.dumps(record, indent=2))
+        except OSError:
+            pass
+        raise
 
 
 def check_same(before: Any, cfg: Any, where: Path) -> None:

@@ -19,12 +19,14 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --output "
                                          "from its last checkpoint")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a run already in "
+                                            "--output (its model and checkpoints)")] = False,
 ) -> None:
     """Train a model from a config; writes the model, metrics, history and curves."""
     from layerwise.api import train as run_train
 
     run = run_train(config, output=output, overrides=set_ or [], resume=resume,
-                    progress="quiet" if quiet else None)
+                    progress="quiet" if quiet else None, overwrite=overwrite)
     if run.interrupted:
         st = run.fit.state if run.fit else None
         step = st.step if st else run.step if run.step is not None else "?"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -63,22 +65,92 @@ def parse(source: Config | RLConfig | dict[str, Any] | str | Path,
 
     A config with an ``env`` key is a reinforcement-learning run and becomes an
     :class:`RLConfig`; any other becomes a :class:`Config`.
+
+    The file paths under ``data`` are expanded (``$VAR``, ``${VAR}``, ``~``) and made
+    absolute: a relative one is looked for next to the config file, then in the current
+    folder (see :func:`resolve_paths`).
     """
+    base: Path | None = None  # the config file's folder; None: only the current folder
     if isinstance(source, Config | RLConfig):
         if not overrides:
+            if isinstance(source, Config):  # in place, so that `parse(cfg) is cfg`
+                _resolve_object(source)
             return source
         raw: dict[str, Any] = source.model_dump(mode="json", exclude_unset=True)
     elif isinstance(source, dict):
         raw = json.loads(json.dumps(source, default=str))  # deep copy, plain types
     else:
         raw = load_yaml(source)
+        base = Path(source).parent
     if overrides:
         apply_overrides(raw, overrides)
+    looked_in = resolve_paths(raw, base)
     root: type[Config] | type[RLConfig] = RLConfig if "env" in raw else Config
     try:
-        return root.model_validate(raw)
+        cfg = root.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_explain(e, root)) from None
+    if isinstance(cfg, Config):
+        cfg.data._looked_in = looked_in
+    return cfg
+
+
+# ---------------------------------------------------------------------------- paths
+
+PATH_FIELDS = ("path", "validation_path", "test_path")  # the file fields of `data`
+_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")  # $NAME or ${NAME}; any other `$` stays
+
+
+def resolve_paths(raw: dict[str, Any], base: Path | None) -> dict[str, tuple[str, ...]]:
+    """Expand and resolve the file fields of ``raw["data"]`` in place.
+
+    ``$VAR`` / ``${VAR}`` and ``~`` are expanded (an unset variable is a ConfigError). An
+    absolute path is kept; a relative one becomes the absolute path of the first place it
+    exists: ``base`` (the config file's folder), then the current folder. One found nowhere
+    stays as written, and is returned (field → the places tried) for the reader's message.
+    """
+    data = raw.get("data")
+    looked_in: dict[str, tuple[str, ...]] = {}
+    if not isinstance(data, dict):
+        return looked_in  # no data section, or a wrong one that validation will report
+    for field in PATH_FIELDS:
+        value = data.get(field)
+        if isinstance(value, str) and value:
+            data[field], places = _resolve(value, base, f"data.{field}")
+            if places:
+                looked_in[field] = places
+    return looked_in
+
+
+def _resolve(value: str, base: Path | None, field: str) -> tuple[str, tuple[str, ...]]:
+    """``(path, ())`` when ``value`` is absolute or found; ``(value, places)`` when not."""
+    def var(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in os.environ:
+            raise ConfigError(f"{field}: environment variable ${name} is not set; got "
+                              f"{value!r}")
+        return os.environ[name]
+
+    try:
+        p = Path(_VAR.sub(var, value)).expanduser()
+    except RuntimeError as e:  # ~ with no home folder to expand to
+        raise ConfigError(f"{field}: cannot expand '~' ({e}); got {value!r}") from None
+    if p.is_absolute():
+        return str(p), ()
+    places = [Path(os.path.abspath(b / p)) for b in ([base] if base else []) + [Path.cwd()]]
+    places = list(dict.fromkeys(places))  # a config in the current folder: look once
+    found = next((q for q in places if q.exists()), None)
+    return (str(found), ()) if found else (str(p), tuple(str(q) for q in places))
+
+
+def _resolve_object(cfg: Config) -> None:
+    """:func:`resolve_paths` for a config given as an object: against the current folder."""
+    fields = {f: getattr(cfg.data, f) for f in PATH_FIELDS}
+    raw = {"data": dict(fields)}
+    cfg.data._looked_in = resolve_paths(raw, None)
+    for f, value in raw["data"].items():
+        if value != fields[f]:
+            setattr(cfg.data, f, value)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from layerwise.config.base import (
     _Family,
@@ -54,7 +54,8 @@ class DataConfig(_Strict):
 
     dataset: str | None = Field(None, description="a catalogue name (see `layerwise datasets`)")
     path: str | None = Field(None, description="a CSV, Parquet, JSON Lines, .npz file or an "
-                             "image folder (one sub-folder per class)")
+                             "image folder (one sub-folder per class); relative to the "
+                             "config file's folder, then the current one; $VAR and ~ expand")
     format: Literal["csv", "parquet", "jsonl", "npz", "images"] | None = Field(
         None, description="file format; inferred from the extension when omitted")
     validation_path: str | None = None
@@ -68,6 +69,14 @@ class DataConfig(_Strict):
     max_bad_rows: int = Field(100, ge=0, description="with skip_bad_rows, stop once more than "
                               "this many rows were skipped")
     limit: int | None = Field(None, gt=0, description="use only the first N rows of the source")
+    # set by parse() for a relative path found nowhere: field → the absolute places it
+    # tried, so that the reader's "not found" can name them (see docs/decisions.md, Paths)
+    _looked_in: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
+
+    def looked_in(self, field: str) -> tuple[str, ...]:
+        """The places :func:`~layerwise.config.parse` looked for ``field`` (``"path"``,
+        ``"validation_path"``, ``"test_path"``) and found nothing; empty otherwise."""
+        return self._looked_in.get(field, ())
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

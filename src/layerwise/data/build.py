@@ -167,10 +167,12 @@ def load_parts(data: DataConfig, bad: BadRows | None = None) -> dict[str, Table]
             parts = {k: t.take(np.arange(min(len(t), data.limit))) for k, t in parts.items()}
     else:
         parts = {"all": sources.read(data.path, data.format, delimiter=data.delimiter,  # type: ignore[arg-type]
-                                     bad=bad, limit=data.limit)}
+                                     bad=bad, limit=data.limit,
+                                     looked_in=data.looked_in("path"))}
     for key, path in (("validation", data.validation_path), ("test", data.test_path)):
         if path:
-            parts[key] = sources.read(path, data.format, delimiter=data.delimiter, bad=bad)
+            parts[key] = sources.read(path, data.format, delimiter=data.delimiter, bad=bad,
+                                      looked_in=data.looked_in(f"{key}_path"))
     if "train" in parts and "all" not in parts:
         parts["all"] = parts.pop("train")
     return parts

@@ -9,7 +9,8 @@ output encoders also ``decode`` model outputs.
 type       tensor               fitted state
 =========  ===================  ==========================================================
 numeric    float [N] (scaled)   mean/std or min/max, fill value
-binary     float [N] in {0,1}   the value meaning 1 and the one meaning 0
+binary     float [N] in {0,1}   the value meaning 1 and the one meaning 0; the labels
+                                decoded, as the data spells them (``Yes``/``No``)
 category   long [N]             vocabulary (index 0 = unknown for inputs)
 image      float [N, C, H, W]   size, channels, scale, per-channel mean/std
 text       {"ids": long [N, T], tokenizer vocabulary or BPE JSON (see data/text.py)
@@ -43,6 +44,9 @@ from layerwise.errors import ConfigError, DataError
 
 _TRUE = {"1", "true", "yes", "y", "t", "1.0"}
 _FALSE = {"0", "false", "no", "n", "f", "0.0"}
+# each truthy word's falsy partner (and back), for a column that shows only one of them
+_PARTNER = {"1": "0", "true": "false", "yes": "no", "y": "n", "t": "f", "1.0": "0.0"}
+_PARTNER |= {v: k for k, v in _PARTNER.items()}
 
 
 class NumericEncoder(Encoder):
@@ -152,6 +156,9 @@ class BinaryEncoder(Encoder):
         self.output = output
         self.negative: Any = 0
         self.positive: Any = 1
+        # [label of 0, label of 1] as found in the training data; None in artifacts saved
+        # before labels were kept, which decode truthy words as False/True
+        self.label_values: list[Any] | None = None
 
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
         error = self.output or self.cfg.missing == "error"
@@ -166,10 +173,14 @@ class BinaryEncoder(Encoder):
                             f"in the training split ({distinct[:5]}...); use type: category")
         lowered = {d.lower() for d in distinct}
         if lowered <= _TRUE | _FALSE:
+            # any truthy word reads as 1 (a "Y" at prediction time for a "yes" column), but
+            # predictions say what the data said: "Yes"/"No" stay strings, bools stay bools
             self.negative, self.positive = "false", "true"
+            self.label_values = _truthy_labels(labels)
         else:
             self.negative = distinct[0]
             self.positive = distinct[-1] if len(distinct) == 2 else distinct[0] + "?"
+            self.label_values = [self.negative, self.positive]
 
     def _to01(self, v: Any) -> float:
         if isinstance(v, bool):  # a fill value, or a real bool column
@@ -191,19 +202,51 @@ class BinaryEncoder(Encoder):
         return torch.tensor([self._to01(v) for v in values], dtype=torch.float32)
 
     def labels(self) -> list[Any]:
-        if self.negative == "false":
+        """The decoded values of 0 and 1: the data's own labels."""
+        if self.label_values is not None:
+            return list(self.label_values)
+        if self.negative == "false":  # an artifact saved before labels were kept
             return [False, True]
         return [self.negative, self.positive]
 
     def state(self) -> dict[str, Any]:
-        return {"negative": self.negative, "positive": self.positive}
+        return {"negative": self.negative, "positive": self.positive,
+                "labels": self.label_values}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.negative, self.positive = state["negative"], state["positive"]
+        labels = state.get("labels")
+        self.label_values = list(labels) if labels is not None else None
 
     def reference(self, values: np.ndarray) -> dict[str, Any]:
         x = self.transform(values).numpy()
         return {"count": int(len(x)), "positive_rate": float(x.mean()) if len(x) else None}
+
+
+def _truthy_labels(labels: list[Any]) -> list[Any]:
+    """[label of 0, label of 1] of a column of truthy/falsy words or bools, each the most
+    common spelling of its side in the data (``["No", "Yes"]``, ``[False, True]``); a side
+    the data never shows gets its partner of the other side's label (``Yes`` → ``No``)."""
+    sides: tuple[Counter[Any], Counter[Any]] = (Counter(), Counter())
+    for v in labels:
+        sides[str(v).lower() in _TRUE][v] += 1
+    found = [side.most_common(1)[0][0] if side else None for side in sides]
+    for i, other in ((0, found[1]), (1, found[0])):
+        if found[i] is None:
+            found[i] = _partner(other)
+    return found
+
+
+def _partner(v: Any) -> Any:
+    """The opposite truthy word of ``v``, in its type and case: True → False, 1 → 0,
+    "Yes" → "No", "Y" → "N"."""
+    if isinstance(v, bool):
+        return not v
+    if isinstance(v, int | float):
+        return type(v)(1 - v)
+    word = _PARTNER[str(v).lower()]
+    s = str(v)
+    return word.upper() if s.isupper() else word.capitalize() if s.istitle() else word
 
 
 class CategoryEncoder(Encoder):

@@ -11,7 +11,7 @@ import csv
 import itertools
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -77,11 +77,15 @@ def infer_format(path: Path, given: str | None) -> str:
 
 
 def read(path: str | Path, fmt: str | None = None, *, delimiter: str = ",",
-         bad: BadRows | None = None, limit: int | None = None) -> Table:
-    """Read one file or folder into a Table."""
+         bad: BadRows | None = None, limit: int | None = None,
+         looked_in: Sequence[str] = ()) -> Table:
+    """Read one file or folder into a Table.
+
+    ``looked_in``: the places already searched for a relative ``path`` (by the config's
+    parsing), named in the "not found" message."""
     p = Path(path)
     if not p.exists():
-        raise DataError(f"data file not found: {p}")
+        raise DataError(not_found(p, looked_in))
     refuse_pickle(p)
     fmt = infer_format(p, fmt)
     if fmt == "images" and not p.is_dir():
@@ -104,6 +108,13 @@ def read(path: str | Path, fmt: str | None = None, *, delimiter: str = ",",
     if fmt == "images":
         return read_image_folder(p, limit)
     raise DataError(f"unknown data format {fmt!r}")
+
+
+def not_found(path: Path, looked_in: Sequence[str] = ()) -> str:
+    """``data file not found: my.csv (looked in /a/b/my.csv, /cwd/my.csv)``."""
+    places = list(looked_in) or ([] if path.is_absolute() else [str(Path.cwd() / path)])
+    return f"data file not found: {path}" + (f" (looked in {', '.join(places)})"
+                                             if places else "")
 
 
 def read_csv(path: Path, delimiter: str, bad: BadRows, limit: int | None) -> Table:

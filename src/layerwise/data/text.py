@@ -21,7 +21,8 @@ Defined behaviour for awkward input (docs/decisions.md):
 - an **empty text** becomes one ``<unk>`` token (length 1), so every row has a length
   and every model can pool over it;
 - **unseen characters or words** map to ``<unk>`` (BPE works on bytes and never does);
-- a **text longer than max_length tokens** is truncated, keeping its beginning;
+- a **text longer than max_length tokens** is truncated, keeping its beginning; fitting
+  warns (:class:`TruncationWarning`) with how many training texts were cut;
 - a **missing cell** (None / NaN) is an error naming the row, unless ``missing: constant``
   fills it (with ``fill_value``, default the empty text). ``"NA"`` or ``"none"`` are words.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -43,6 +45,10 @@ from layerwise.errors import DataError, MissingDependencyError
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+class TruncationWarning(UserWarning):
+    """Fitting cut training texts longer than ``max_length`` tokens (their start is kept)."""
 
 
 def _is_missing_text(v: Any) -> bool:
@@ -94,12 +100,32 @@ class TextEncoder(Encoder):
         cfg = self.cfg
         if cfg.tokenizer == "bpe":
             self._bpe = _train_bpe([str(v) for v in values], cfg)
-            return
-        counts = Counter(p for v in values for p in self._pieces(str(v)))
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        kept = [t for t, c in ranked if c >= cfg.min_frequency]
-        self.vocab = [PAD, UNK] + kept[: max(0, cfg.vocab_size - 2)]
-        self._index = {t: i for i, t in enumerate(self.vocab)}
+        else:
+            counts = Counter(p for v in values for p in self._pieces(str(v)))
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            kept = [t for t, c in ranked if c >= cfg.min_frequency]
+            self.vocab = [PAD, UNK] + kept[: max(0, cfg.vocab_size - 2)]
+            self._index = {t: i for i, t in enumerate(self.vocab)}
+        self._warn_truncated(values)
+
+    def _token_counts(self, values: np.ndarray) -> list[int]:
+        """Tokens in each text before truncation."""
+        if self._bpe is not None:
+            return [len(e.ids) for e in self._bpe.encode_batch([str(v) for v in values])]
+        return [len(self._pieces(str(v))) for v in values]
+
+    def _warn_truncated(self, values: np.ndarray) -> None:
+        """Say how many training texts ``max_length`` cuts: silently losing the end of most
+        texts is the likeliest reason a text model learns little."""
+        t_max = self.cfg.max_length
+        cut = sum(n > t_max for n in self._token_counts(values))
+        if cut:
+            share = cut / len(values)
+            pct = "<0.1%" if share < 0.001 else f"{share:.1%}"
+            warnings.warn(TruncationWarning(
+                f"text input {self.name!r}: {cut:,} of {len(values):,} training texts ({pct}) "
+                f"are longer than max_length {t_max} tokens and were cut, keeping their "
+                "start; raise max_length on this input to keep more"), stacklevel=3)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of one text, before truncation (no padding)."""
@@ -161,7 +187,7 @@ class TextEncoder(Encoder):
         enc = self.transform(values)
         lengths = enc["lengths"].float()
         unk = (enc["ids"] == UNK_ID).sum().item()
-        truncated = sum(len(self.encode(str(v))) > self.cfg.max_length for v in values)
+        truncated = sum(n > self.cfg.max_length for n in self._token_counts(values))
         return {"count": int(len(values)), "vocab_size": self.size,
                 "mean_tokens": float(lengths.mean()) if len(values) else None,
                 "unknown_rate": float(unk / max(1.0, lengths.sum().item())),

@@ -32,7 +32,15 @@ from layerwise.rl.env import EnvPool, RunningMeanStd
 from layerwise.rl.policy import Policy
 from layerwise.rl.ppo import PPO
 from layerwise.rl.report import curves, policy_card
-from layerwise.runs import check_same, lineage, open_run, seed_all, write_history, write_metrics
+from layerwise.runs import (
+    check_same,
+    lineage,
+    open_run,
+    recording_failure,
+    seed_all,
+    write_history,
+    write_metrics,
+)
 from layerwise.training import checkpoint as ckpt
 from layerwise.training.callbacks import Callback, SigtermFlag
 from layerwise.training.hardware import cores, forward_flops, threads_for
@@ -334,12 +342,13 @@ def _gymnasium() -> str:
 
 
 def train_agent(config: RLConfig, *, output: str | Path | None = None, resume: bool = False,
-                callbacks: list[Callback] | None = None, progress: str | None = None
-                ) -> AgentRun:
+                callbacks: list[Callback] | None = None, progress: str | None = None,
+                overwrite: bool = False) -> AgentRun:
     """Train an agent from an RL config and write the run directory (see module docstring)."""
     cfg = config
     if progress:
         cfg.train.progress = progress  # type: ignore[assignment]
-    rd = open_run(cfg, output, resume=resume)
-    out, resume = rd.path, resume and rd.has_checkpoint()
-    return Runner(cfg, out, resume=resume, callbacks=callbacks).run()
+    rd = open_run(cfg, output, resume=resume, overwrite=overwrite)
+    with recording_failure(rd):
+        return Runner(cfg, rd.path, resume=resume and rd.has_checkpoint(),
+                      callbacks=callbacks).run()
