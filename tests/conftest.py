@@ -48,3 +48,14 @@ def tiny_mlp() -> dict[str, Any]:
 @pytest.fixture
 def tiny_cnn() -> dict[str, Any]:
     return copy.deepcopy(TINY_CNN)
+
+
+@pytest.fixture
+def one_thread() -> Any:
+    """Small models on a shared 2-core machine: a second thread only adds waiting (17x
+    measured on a busy machine). Test files opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -23,13 +23,7 @@ DESC: dict[str, Any] = {"images": {"image": (1, 8, 8)}, "category_names": ["labe
                                                                          "std": [0.25]}}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    # tiny convolutions: several threads only add synchronisation (minutes on a busy box)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny(seed: int = 0, **kw: Any) -> Diffusion:

@@ -14,20 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import layerwise as lw
 from layerwise.config import TextInput
 from layerwise.data.text import TextEncoder, TruncationWarning
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    # tiny models on a shared 2-core machine: a second thread only adds waiting
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # ----------------------------------------------------------------------- binary labels

@@ -30,12 +30,7 @@ from tests.model_helpers import in_memory_and_loaded
 AWKWARD = ["", "☃☃ never seen ☃☃", "abc" * 300, "ABC"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # ---------------------------------------------------------------- the dates data set

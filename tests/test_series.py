@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import layerwise as lw
 from layerwise.config import parse
@@ -20,13 +19,7 @@ from layerwise.data.table import Table
 from layerwise.errors import ConfigError, DataError
 from tests.model_helpers import in_memory_and_loaded
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def months(n: int, start: int = 2000) -> list[str]:

@@ -23,12 +23,7 @@ AWKWARD = ["They duck under the light table .", "", "Zork ☃ likes a duck !",
            "the duck " * 100]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def write(path: Path, texts: list[str], tags: list[str]) -> Path:

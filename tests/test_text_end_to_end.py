@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import layerwise as lw
 from layerwise.api import build_for
@@ -23,12 +22,7 @@ FILL = ["the", "phone", "is", "my", "new", "car", "today", "really"]
 AWKWARD = ["I love it", "", "ünïcödé ☃ never seen", "awful " * 500, "NA"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture

@@ -16,14 +16,7 @@ from layerwise.data.table import Table
 from layerwise.data.text import PAD_ID, UNK_ID, TextEncoder, TruncationWarning
 from layerwise.errors import ConfigError, DataError
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    # small models on a shared 2-core machine: a second thread only adds waiting (17x here)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 TRAIN = np.array(["the cat sat", "the dog sat", "a cat ran", "the cat ran fast"], dtype=object)

@@ -12,14 +12,7 @@ from layerwise.config import CategoryOutput, ModelConfig
 from layerwise.models import build_model
 from layerwise.models.transformer import rotate, sinusoidal
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    # small models on a shared 2-core machine: a second thread only adds waiting (17x here)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 DESC: dict[str, Any] = {

@@ -28,12 +28,7 @@ DESC: dict[str, Any] = {"numeric_dim": 0, "category_sizes": [], "category_dims":
 OUT = [NextTokenOutput(name="next", type="next_token", input="text")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def lm(positions: str = "rotary") -> Any:
