@@ -171,9 +171,9 @@ def test_thread_policy_counts_only_idle_cores() -> None:
 def test_idle_cores_reads_proc_stat(monkeypatch: pytest.MonkeyPatch) -> None:
     # (idle, total) jiffies before and after the window: 30 of 40 idle on 2 CPUs
     readings = iter([(100, 1000), (130, 1040)])
-    monkeypatch.setattr(hardware, "_cpu_times", lambda: next(readings))
+    monkeypatch.setattr(hardware, "cpu_times", lambda: next(readings))
     assert hardware.idle_cores(window=0.0, cpus=2) == pytest.approx(1.5)
-    monkeypatch.setattr(hardware, "_cpu_times", lambda: None)
+    monkeypatch.setattr(hardware, "cpu_times", lambda: None)
     assert hardware.idle_cores(window=0.0, cpus=2) is None
 
 

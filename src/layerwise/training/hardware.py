@@ -199,7 +199,7 @@ def threads_for(flops: float, available: int, free: float | None = None
     return available, f"all {available} cores ({flops / 1e6:.3g} MFLOP per forward batch)"
 
 
-def _cpu_times() -> tuple[int, int] | None:
+def cpu_times() -> tuple[int, int] | None:
     """(idle, total) jiffies over all CPUs from /proc/stat; None where unreadable."""
     try:
         with open("/proc/stat", encoding="ascii") as f:
@@ -222,11 +222,11 @@ def idle_cores(window: float = 0.2, cpus: int | None = None) -> float | None:
     """
     import time
 
-    before = _cpu_times()
+    before = cpu_times()
     if before is None:
         return None
     time.sleep(window)
-    after = _cpu_times()
+    after = cpu_times()
     if after is None or after[1] <= before[1]:
         return None
     share = (after[0] - before[0]) / (after[1] - before[1])
