@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 import layerwise
 from layerwise.api import build_for, family_defaults
@@ -111,15 +110,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="key=value overrides")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
-    raw = yaml.safe_load(open(args.config, encoding="utf-8"))
-    for kv in args.set:
-        key, value = kv.split("=", 1)
-        node = raw
-        *path, last = key.split(".")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
-    cfg = parse(raw)
+    cfg = parse(args.config, args.set)
     family_defaults(cfg)
     ds = build(cfg)
     label = cfg.outputs[0].name

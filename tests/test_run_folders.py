@@ -60,3 +60,12 @@ def test_a_failed_run_records_its_error(tiny_mlp: dict[str, Any], tmp_path: Path
     assert record["error"] == "RuntimeError" and "simulated crash" in record["message"]
     train(tiny_mlp, output=tmp_path / "run", resume=True)   # a good end clears it
     assert not (tmp_path / "run" / "error.json").exists()
+
+
+def test_metrics_and_metadata_are_strict_json(tmp_path: Path) -> None:
+    # NaN metrics (e.g. an undefined score) were written as bare NaN: not JSON
+    from layerwise.runs import write_metrics
+
+    write_metrics(tmp_path / "m.json", {"auc": float("nan"), "n": 3})
+    text = (tmp_path / "m.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {"auc": None, "n": 3}

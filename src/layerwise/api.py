@@ -143,13 +143,12 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
         run = Run(rd.path, cfg, history=fit.history, interrupted=fit.interrupted, fit=fit)
         write_history(rd.history, fit.history)
         if not fit.interrupted:
-            run.metrics = _finish(rd, cfg, ds, model, fit, generative,
-                                  {"defaults": defaults, "data_seconds": round(t_data, 3)})
+            run.metrics = _finish(rd, cfg, ds, model, fit, generative, defaults, t_data)
     return run
 
 
 def _finish(rd: RunDir, cfg: Config, ds: Dataset, model: LayerwiseModel, fit: FitResult,
-            generative: bool, extra: dict[str, Any]) -> dict[str, Any]:
+            generative: bool, defaults: dict[str, str], t_data: float) -> dict[str, Any]:
     """Score every split, save the artifact, metrics.json and curves; returns the metrics."""
     model.to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     scores = _score_splits(cfg, ds, model, generative)
@@ -158,14 +157,14 @@ def _finish(rd: RunDir, cfg: Config, ds: Dataset, model: LayerwiseModel, fit: Fi
     n_params = sum(p.numel() for p in model.parameters())
     metrics = {**scores,
                "training": {"seconds": round(fit.state.train_time, 3),
-                            "data_seconds": extra["data_seconds"],
+                            "data_seconds": round(t_data, 3),
                             "samples_per_second": round(fit.samples_per_second, 1),
                             "epochs": fit.epochs, "steps": fit.state.step,
                             "skipped_steps": fit.state.skipped,
                             "stopped_early": fit.state.stopped_early,
                             "best_epoch": fit.best.get("epoch"),
                             "parameters": n_params},
-               "choices": fit.choices, "defaults": extra["defaults"], "data": ds.info}
+               "choices": fit.choices, "defaults": defaults, "data": ds.info}
     _save_model(rd, cfg, ds, model, fit, scores, n_params)
     write_metrics(rd.metrics, metrics)
     learning_curves(fit.history, rd.curves)

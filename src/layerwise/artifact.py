@@ -29,6 +29,7 @@ from layerwise.errors import ArtifactError, ConfigError
 from layerwise.files import (
     check_finite,
     check_safetensors,
+    dumps_json,
     load_safetensors,
     save_safetensors,
     write_text,
@@ -72,23 +73,15 @@ def save(path: str | Path, *, config: Config, schema: Schema, model: torch.nn.Mo
         **(extra or {}),
     }
     save_safetensors(out / WEIGHTS, model.state_dict())
-    _write_text(out / META, json.dumps(meta, indent=2, default=_json_default))
+    _write_text(out / META, dumps_json(meta, indent=2))
     if reference is not None:
-        _write_text(out / REFERENCE, json.dumps(reference, indent=2, default=_json_default))
+        _write_text(out / REFERENCE, dumps_json(reference, indent=2))
     if card is not None:
         _write_text(out / CARD, card)
     return out
 
 
 _write_text = write_text
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
 
 
 def check_weights_file(path: Path) -> None:

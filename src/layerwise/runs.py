@@ -33,7 +33,7 @@ import yaml
 
 from layerwise.config import config_hash, parse
 from layerwise.errors import CheckpointError
-from layerwise.files import check_output_folder, write_text
+from layerwise.files import check_output_folder, dumps_json, write_text
 from layerwise.training.checkpoint import MAY_CHANGE, say_fresh_start, seed_all
 
 __all__ = ["ERROR", "MAY_CHANGE", "RunDir", "check_run", "check_same", "comparable",
@@ -168,7 +168,7 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    write_text(path, json.dumps(metrics, indent=2))
+    write_text(path, dumps_json(metrics, indent=2))  # valid JSON: NaN is written as null
 
 
 def versions(**extra: str) -> dict[str, str]:

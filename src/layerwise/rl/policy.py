@@ -20,7 +20,6 @@ check), and refuses algorithms and families that are not registered.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import torch
 from layerwise import artifact as art
 from layerwise.config import RLConfig, parse
 from layerwise.errors import ArtifactError, ConfigError, DataError
-from layerwise.files import check_finite, load_safetensors, save_safetensors, write_text
+from layerwise.files import check_finite, dumps_json, load_safetensors, save_safetensors, write_text
 from layerwise.models import model_names
 from layerwise.rl.env import ObsProcessor, RunningMeanStd
 from layerwise.rl.networks import ActorCritic, QNetwork, build_network
@@ -150,7 +149,7 @@ class Policy:
             "metrics": metrics or {}, "lineage": lineage or {}, **(extra or {}),
         }
         save_safetensors(out / art.WEIGHTS, self.net.state_dict())
-        _write_text(out / art.META, json.dumps(meta, indent=2))
+        _write_text(out / art.META, dumps_json(meta, indent=2))
         if card is not None:
             _write_text(out / art.CARD, card)
         return out

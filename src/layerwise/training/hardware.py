@@ -80,12 +80,6 @@ def low_precision_candidate(device: torch.device) -> tuple[str | None, str]:
                   if kind != "unknown" else "CPU features unknown: fp32 is the safe choice")
 
 
-def bf16_is_fast(device: torch.device) -> tuple[bool, str]:
-    """Whether the hardware has native bf16 at all (before any timing), and why."""
-    low, why = low_precision_candidate(device)
-    return low == "bf16", why
-
-
 def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d | nn.Conv1d | nn.Conv3d) for m in model.modules())
 

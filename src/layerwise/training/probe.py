@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from layerwise.files import atomic_write, cache_root
+from layerwise.training import hardware
 from layerwise.training.hardware import cpu_kind, cpu_model
 
 MARGIN = 1.15      # bf16 must be this many times faster than fp32 to be chosen
@@ -144,23 +145,17 @@ def settle(c: Any, cfg: Any, model: nn.Module, batch: Any, device: torch.device,
     ``c`` holds the flag-based choices (:func:`layerwise.training.hardware.choose`);
     ``step(model)`` is the run's training step on ``batch`` (forward and loss).
     """
-    from layerwise.training.hardware import (
-        SMALL_MODEL_FLOPS,
-        forward_flops,
-        idle_cores,
-        threads_for,
-    )
-
     cpu = device.type == "cpu"
     timed = cfg.precision == "auto" and c.precision == "bf16" and cpu
-    flops = forward_flops(model, lambda: model(batch[0])) \
+    flops = hardware.forward_flops(model, lambda: model(batch[0])) \
         if cpu and (cfg.threads is None or timed) else math.inf
     if cfg.threads is None and cpu:
-        free = idle_cores() if flops >= SMALL_MODEL_FLOPS and c.threads > 1 else None
-        c.threads, c.reasons["threads"] = threads_for(flops, c.threads, free)
+        big = flops >= hardware.SMALL_MODEL_FLOPS and c.threads > 1
+        free = hardware.idle_cores() if big else None
+        c.threads, c.reasons["threads"] = hardware.threads_for(flops, c.threads, free)
         c.probe["idle_cores"] = None if free is None else round(free, 2)
     torch.set_num_threads(c.threads)
-    if timed and flops < SMALL_MODEL_FLOPS:
+    if timed and flops < hardware.SMALL_MODEL_FLOPS:
         c.precision = "fp32"
         c.reasons["precision"] = (f"small model ({flops / 1e6:.2g} MFLOP per forward "
                                   "batch): bf16 casts cost more than they save")

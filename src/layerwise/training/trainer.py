@@ -34,7 +34,14 @@ from torch import nn
 
 from layerwise.config import TrainConfig
 from layerwise.data.augment import Augmenter
-from layerwise.data.batching import InMemoryBatches, TensorData, Tree, cat, make_batches, nbytes
+from layerwise.data.batching import (
+    InMemoryBatches,
+    LoaderBatches,
+    TensorData,
+    Tree,
+    cat,
+    nbytes,
+)
 from layerwise.errors import CheckpointError, ConfigError
 from layerwise.training import checkpoint as ckpt
 from layerwise.training.callbacks import (
@@ -92,6 +99,19 @@ class FitResult:
     @property
     def samples_per_second(self) -> float:
         return self.state.samples / self.state.train_time if self.state.train_time else 0.0
+
+
+@dataclass
+class _Fit:
+    """What one ``fit`` call works with, built once before its first epoch."""
+
+    model: nn.Module
+    strategy: PlainStep | PhasedStep
+    batches: InMemoryBatches
+    val_batches: InMemoryBatches | None
+    callbacks: list[Callback]
+    channels_last: bool
+    device: torch.device
 
 
 class Trainer:
@@ -181,7 +201,7 @@ class Trainer:
                                     device=device, batch_size=cfg.batch_size * 4) \
             if validation is not None else None
         self.steps_per_epoch = math.ceil(len(batches) / cfg.accumulate)
-        self._build_strategy(model, len(batches))
+        strategy = self._build_strategy(model, len(batches))
         if saved is None or not saved.get("choices"):  # after the config checks above
             batch = to_device(next(iter(batches.epoch(0))), device, channels_last)
             settle(choices, cfg, model, batch, device, lambda m: self.training_step(m, batch))
@@ -196,17 +216,17 @@ class Trainer:
         self.history, self.state = [], TrainState()
         if saved is not None:
             self._restore(model, saved)
-        callbacks = self._all_callbacks()
-        for cb in callbacks:
+        run = _Fit(model, strategy, batches, val_batches, self._all_callbacks(),
+                   channels_last, device)
+        for cb in run.callbacks:
             cb.on_fit_start(self, model)
         interrupted = False
         with SigtermFlag(self):
             while self.state.epoch < cfg.epochs and not self.should_stop and not interrupted:
-                interrupted = self._run_epoch(batches, val_batches, callbacks, channels_last,
-                                              device)
+                interrupted = self._run_epoch(run)
         result = FitResult(self.history, choices.as_dict(), self.state, interrupted,
                            {"epoch": self.state.best_epoch + 1, "value": self.state.best})
-        for cb in callbacks:
+        for cb in run.callbacks:
             cb.on_fit_end(self, result)
         return result
 
@@ -228,7 +248,7 @@ class Trainer:
         self.choices = choose(cfg, model, size)
         return self.choices
 
-    def _build_strategy(self, model: nn.Module, n_batches: int) -> None:
+    def _build_strategy(self, model: nn.Module, n_batches: int) -> PlainStep | PhasedStep:
         cfg = self.config
         self.model = model
         total = self.steps_per_epoch * cfg.epochs
@@ -236,7 +256,7 @@ class Trainer:
             phases = Phases(model, cfg, total, self.steps_per_epoch)
             self.optimizer, self.scheduler = phases.optimizer, phases.scheduler
             self.strategy = PhasedStep(self, model, phases)
-            return
+            return self.strategy
         if cfg.optimizers:
             raise ConfigError("train.optimizers is for models trained in phases (gan); "
                               "use train.optimizer")
@@ -245,6 +265,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, total,
                                          self.steps_per_epoch)
         self.strategy = PlainStep(self, model, self.optimizer, self.scheduler, n_batches)
+        return self.strategy
 
     def _all_callbacks(self) -> list[Callback]:
         """Early stopping first (it decides before anyone sees the epoch), the user's,
@@ -256,22 +277,14 @@ class Trainer:
                  batch_size: int | None = None) -> InMemoryBatches:
         if isinstance(data, InMemoryBatches):
             return data
-        bs = batch_size or self.config.batch_size
+        bs, seed = batch_size or self.config.batch_size, self.config.seed
         if isinstance(data, TensorData) and choices.batching == "memory":
             data = TensorData(to_device(data.inputs, device, False),
                               to_device(data.targets, device, False))
-        if not isinstance(data, TensorData):
-            from layerwise.data.batching import LoaderBatches
-
-            return LoaderBatches(data, bs, shuffle=shuffle, seed=self.config.seed,
-                                 pin_memory=device.type == "cuda")
-        if choices.batching == "loader" and device.type == "cuda":
-            from layerwise.data.batching import LoaderBatches
-
-            return LoaderBatches(data, bs, shuffle=shuffle, seed=self.config.seed,
-                                 pin_memory=True)
-        return make_batches(data, bs, kind=choices.batching, shuffle=shuffle,
-                            seed=self.config.seed)
+            return InMemoryBatches(data, bs, shuffle=shuffle, seed=seed)
+        # a user's Dataset, or the loader path: page-locked batches copy to a GPU async
+        return LoaderBatches(data, bs, shuffle=shuffle, seed=seed,
+                             pin_memory=device.type == "cuda")
 
     def _progress_callbacks(self) -> list[Callback]:
         mode = self.config.progress
@@ -281,32 +294,28 @@ class Trainer:
             mode = "bar" if sys.stderr.isatty() else "log"
         return {"bar": [ProgressBar()], "log": [LogLines()]}.get(mode, [])
 
-    def _run_epoch(self, batches: InMemoryBatches, val_batches: InMemoryBatches | None,
-                   callbacks: list[Callback], channels_last: bool, device: torch.device
-                   ) -> bool:
+    def _run_epoch(self, run: _Fit) -> bool:
         """One epoch (or its rest, after a resume); True when SIGTERM interrupted it."""
-        st, strategy = self.state, self.strategy
-        assert strategy is not None  # set by fit
-        for cb in callbacks:
+        st, device = self.state, run.device
+        for cb in run.callbacks:
             cb.on_epoch_start(self, st.epoch)
-        if self.model is not None:
-            self.model.train()
+        run.model.train()
         dtype = self._c.autocast_dtype
         autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
         self._clock = time.perf_counter()
-        for inputs, targets in batches.epoch(st.epoch, start=st.batch):
-            inputs = to_device(inputs, device, channels_last)
+        for inputs, targets in run.batches.epoch(st.epoch, start=st.batch):
+            inputs = to_device(inputs, device, run.channels_last)
             targets = to_device(targets, device, False)
             if self.augment:
                 inputs = self.augment(inputs)
-            outcome = strategy(inputs, targets, autocast)
+            outcome = run.strategy(inputs, targets, autocast)
             if outcome is None:  # gradients accumulate
                 continue
-            self._end_step(outcome, callbacks)
+            self._end_step(outcome, run.callbacks)
             if self.interrupt_requested:
                 return True
         st.train_time += time.perf_counter() - self._clock
-        self._end_epoch(val_batches, callbacks, channels_last, device)
+        self._end_epoch(run)
         return False
 
     def _end_step(self, outcome: Outcome, callbacks: list[Callback]) -> None:
@@ -323,25 +332,22 @@ class Trainer:
             cb.on_step_end(self, st.step, outcome.loss)
         self._clock += time.perf_counter() - now  # checkpoints are not training time
 
-    def _end_epoch(self, val_batches: InMemoryBatches | None, callbacks: list[Callback],
-                   channels_last: bool, device: torch.device) -> None:
+    def _end_epoch(self, run: _Fit) -> None:
         """The history row, validation, the epoch callbacks, then the epoch checkpoint."""
         st = self.state
         logs: dict[str, Any] = {"epoch": st.epoch + 1, "step": st.step,
                                 "train_loss": st.epoch_loss / max(1, st.epoch_loss_n),
                                 "lr": self.optimizer.param_groups[0]["lr"],
                                 "skipped_steps": st.skipped, "time": round(st.train_time, 3)}
-        if val_batches is not None:
-            assert self.model is not None
-            val = self.evaluate(self.model, val_batches, channels_last, device)
+        if run.val_batches is not None:
+            val = self.evaluate(run.model, run.val_batches, run.channels_last, run.device)
             logs.update(val)
-            for cb in callbacks:
+            for cb in run.callbacks:
                 cb.on_validation_end(self, st.epoch, val)
-        assert self.strategy is not None
-        logs.update(self.strategy.epoch_logs())
+        logs.update(run.strategy.epoch_logs())
         logs.update(self.telemetry.epoch_logs())
         self.history.append(logs)
-        for cb in callbacks:
+        for cb in run.callbacks:
             cb.on_epoch_end(self, st.epoch, logs)
         st.epoch += 1
         st.batch = 0
