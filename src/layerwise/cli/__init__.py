@@ -6,25 +6,36 @@ print one line (no traceback) and exit non-zero.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
 
-from layerwise.cli import evaluate, generate, info, predict, rollout, sample, train
+# command → "module:attribute" in layerwise.cli; a typer.Typer attribute is a command group
+# (``layerwise runs list``). One line per command, so each lands on its own.
+COMMANDS = {
+    "train": "train:train",
+    "evaluate": "evaluate:evaluate",
+    "predict": "predict:predict",
+    "generate": "generate:generate",
+    "rollout": "rollout:rollout",
+    "sample": "sample:sample",
+    "embed": "sample:embed",
+    "datasets": "info:datasets",
+    "schema": "info:schema",
+}
 
 app = typer.Typer(name="layerwise", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
                   help="Describe a neural network in YAML, train it fast and exactly, and "
                        "carry it to prediction.")
-app.command("train")(train.train)
-app.command("evaluate")(evaluate.evaluate)
-app.command("predict")(predict.predict)
-app.command("generate")(generate.generate)
-app.command("rollout")(rollout.rollout)
-app.command("sample")(sample.sample)
-app.command("embed")(sample.embed)
-app.command("datasets")(info.datasets)
-app.command("schema")(info.schema)
+for _name, _target in COMMANDS.items():
+    _module, _attr = _target.split(":")
+    _obj = getattr(importlib.import_module(f"layerwise.cli.{_module}"), _attr)
+    if isinstance(_obj, typer.Typer):
+        app.add_typer(_obj, name=_name)
+    else:
+        app.command(_name)(_obj)
 
 
 def main(argv: list[str] | None = None) -> int:
