@@ -1,0 +1,168 @@
+"""Micro-batching: concurrent requests for one model coalesced into one forward pass.
+
+Requests wait in a bounded queue (full: :class:`QueueFull`, which the app answers 503 with
+Retry-After at once, never by waiting). One worker takes the oldest request, then keeps
+taking while the batch has fewer than ``max_batch`` rows and ``max_wait`` has not passed;
+a request that would overflow the batch waits for the next one, so no forward pass ever
+holds more than ``max_batch`` rows (a single request with more rows runs in chunks of
+``max_batch``). Inference runs on one thread of its own, off the event loop. A request
+whose caller gave up (a timeout) is dropped before it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from layerwise.errors import LayerwiseError
+
+Rows = list[dict[str, Any]]
+
+
+class QueueFull(Exception):
+    """The model's queue is full; ``retry_after``: seconds it should take to drain."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("queue full")
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Job:
+    rows: Rows
+    future: asyncio.Future[Rows] = field(repr=False)
+
+
+class MicroBatcher:
+    """A queue and one worker per model; ``run(rows, batch_size)`` predicts rows."""
+
+    def __init__(self, run: Callable[[Rows, int], Rows], *, max_batch: int, max_wait: float,
+                 queue_size: int, on_batch: Callable[[int, float], None] | None = None
+                 ) -> None:
+        self.run, self.max_batch, self.max_wait = run, max_batch, max_wait
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue(queue_size)
+        self.on_batch = on_batch
+        self.busy = False
+        self._held: _Job | None = None  # taken from the queue, waits for the next batch
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="layerwise-infer")
+        self._worker: asyncio.Task[None] | None = None
+        self._batch_seconds = 0.01  # running mean, for Retry-After
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize() + (self._held is not None)
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._loop())
+
+    def admit(self, rows: int = 1) -> None:
+        """Raise :class:`QueueFull` now if a request could not be queued."""
+        if self.queue.full():
+            raise QueueFull(self._drain_estimate(rows))
+
+    def _drain_estimate(self, rows: int) -> float:
+        per_batch = max(1.0, self.max_batch / max(1, rows))
+        return self.depth / per_batch * self._batch_seconds
+
+    def submit(self, rows: Rows) -> asyncio.Future[Rows]:
+        """Queue rows; the future holds their predictions in order."""
+        fut: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait(_Job(rows, fut))
+        except asyncio.QueueFull:
+            raise QueueFull(self._drain_estimate(len(rows))) from None
+        return fut
+
+    async def _next(self, timeout: float | None) -> _Job | None:
+        if self._held is not None:
+            job, self._held = self._held, None
+            return job
+        if timeout is None:
+            return await self.queue.get()
+        try:
+            return await asyncio.wait_for(self.queue.get(), max(0.0, timeout))
+        except TimeoutError:
+            return None
+
+    async def _collect(self) -> list[_Job]:
+        """The next batch: at least one live request, at most ``max_batch`` rows."""
+        jobs: list[_Job] = []
+        rows = 0
+        deadline = None
+        while True:
+            wait = None if not jobs else deadline - time.monotonic()  # type: ignore[operator]
+            if jobs and (wait <= 0 or rows >= self.max_batch):  # type: ignore[operator]
+                return jobs
+            job = await self._next(wait)
+            if job is None:
+                return jobs
+            if job.future.done():  # its caller timed out or left
+                continue
+            if jobs and rows + len(job.rows) > self.max_batch:
+                self._held = job
+                return jobs
+            jobs.append(job)
+            rows += len(job.rows)
+            if deadline is None:
+                deadline = time.monotonic() + self.max_wait
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._collect()
+            self.busy = True
+            try:
+                t0 = time.perf_counter()
+                results = await loop.run_in_executor(self._pool, self._run_jobs, jobs)
+                dt = time.perf_counter() - t0
+                self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * dt
+                if self.on_batch is not None:
+                    self.on_batch(sum(len(j.rows) for j in jobs), dt)
+                for job, result in zip(jobs, results, strict=True):
+                    if job.future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        job.future.set_exception(result)
+                    else:
+                        job.future.set_result(result)
+            finally:
+                self.busy = False
+
+    def _run_jobs(self, jobs: list[_Job]) -> list[Rows | BaseException]:
+        """Predict every job's rows in one call; when that fails on bad data, each job
+        alone, so one bad request cannot fail the others."""
+        rows = [r for j in jobs for r in j.rows]
+        try:
+            out = self.run(rows, self.max_batch)
+        except LayerwiseError as e:
+            if len(jobs) == 1:
+                return [e]
+            return [r for j in jobs for r in self._run_jobs([j])]
+        except Exception as e:  # a model failure: answered 500 by the app, logged
+            return [e] * len(jobs)
+        results: list[Rows | BaseException] = []
+        start = 0
+        for j in jobs:
+            results.append(out[start:start + len(j.rows)])
+            start += len(j.rows)
+        return results
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every queued request has run (True), or ``timeout`` passes."""
+        end = time.monotonic() + timeout
+        while (self.depth or self.busy) and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        return not (self.depth or self.busy)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._pool.shutdown(wait=True)

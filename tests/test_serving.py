@@ -1,0 +1,388 @@
+"""The HTTP server on a real uvicorn, loopback, tiny models trained here: the wire format,
+every status it answers, batching, cache, abstain routing, A/B and shadow."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import layerwise as lw
+from layerwise.errors import ConfigError
+from layerwise.inference.predictor import Predictor
+from layerwise.serving.records import label_review, read_lines
+from layerwise.serving.settings import ServeSettings, load_settings
+from tests.conftest import TINY_CNN, TINY_MLP
+from tests.serving_helpers import WINE_ROW, Slow, running
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import torch
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("serving-models")
+    lw.train(copy.deepcopy(TINY_MLP), output=root / "mlp")
+    other = copy.deepcopy(TINY_MLP)
+    other["seed"] = 1
+    lw.train(other, output=root / "mlp2")
+    lw.train(copy.deepcopy(TINY_CNN), output=root / "cnn")
+    return {k: root / k / "model" for k in ("mlp", "mlp2", "cnn")}
+
+
+def rows(n: int, seed: int = 0) -> list[dict[str, float]]:
+    rng = np.random.default_rng(seed)
+    return [{k: float(v * (1 + 0.2 * rng.standard_normal())) for k, v in WINE_ROW.items()}
+            for _ in range(n)]
+
+
+def test_predictions_in_order_as_predict_returns_them(models: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    batch = rows(5)
+    with running({"mlp": str(models["mlp"])}, tmp_path) as (c, _):
+        assert c.get("/health").json() == {"status": "ok"}
+        assert c.get("/ready").status_code == 200
+        r = c.post("/v1/models/mlp/predict", json={"rows": batch})
+        listed = c.get("/v1/models").json()["models"][0]
+        spec = c.get("/openapi.json").json()
+    assert r.status_code == 200
+    expected = Predictor.load(models["mlp"]).predict(batch)
+    got = r.json()["predictions"]
+    assert [g["target"] for g in got] == [e["target"] for e in expected]
+    assert got[3]["target_probability"] == pytest.approx(expected[3]["target_probability"])
+    assert [i["name"] for i in listed["inputs"]] == list(WINE_ROW)
+    assert listed["outputs"][0]["classes"] == ["class_0", "class_1", "class_2"]
+    assert "/v1/models/{name}/predict" in spec["paths"]
+
+
+def test_bad_input_is_422_naming_the_field(models: dict[str, Path], tmp_path: Path) -> None:
+    bad = [({"rows": [{**WINE_ROW, "ash": "x"}]}, ["body", "rows", 0, "ash"]),
+           ({"rows": [WINE_ROW, {k: v for k, v in WINE_ROW.items() if k != "proline"}]},
+            ["body", "rows", 1, "proline"]),
+           ({"rows": [{**WINE_ROW, "alcohol": True}]}, ["body", "rows", 0, "alcohol"]),
+           ({"rows": "nope"}, ["body", "rows"]),
+           ({"rows": [{"image": "not base64!"}]}, ["body", "rows", 0, "image"]),
+           ({"rows": [{"image": [[1, 2], [3, 4]]}]}, ["body", "rows", 0, "image"])]
+    with running({"mlp": str(models["mlp"]), "cnn": str(models["cnn"])}, tmp_path) as (c, _):
+        for i, (body, loc) in enumerate(bad):
+            name = "cnn" if "image" in json.dumps(body) else "mlp"
+            r = c.post(f"/v1/models/{name}/predict", json=body)
+            assert r.status_code == 422, (i, r.text)
+            assert r.json()["detail"][0]["loc"][:len(loc)] == loc, (i, r.text)
+        assert c.post("/v1/models/mlp/predict", content=b"{not json",
+                      headers={"content-type": "application/json"}).status_code == 422
+        assert c.post("/v1/models/nope/predict", json={"rows": [WINE_ROW]}).status_code == 404
+
+
+def test_images_as_base64_lists_and_file_uploads(models: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    from PIL import Image
+
+    pixels = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    png = buf.getvalue()
+    with running({"cnn": str(models["cnn"])}, tmp_path) as (c, _):
+        a = c.post("/v1/models/cnn/predict",
+                   json={"rows": [{"image": base64.b64encode(png).decode()}]})
+        b = c.post("/v1/models/cnn/predict", json={"rows": [{"image": pixels.tolist()}]})
+        f = c.post("/v1/models/cnn/predict/files", files=[("files", ("x.png", png))])
+    assert a.status_code == b.status_code == f.status_code == 200, (a.text, b.text, f.text)
+    expected = Predictor.load(models["cnn"]).predict(pixels[None])[0]
+    for r in (a, b, f):
+        assert r.json()["predictions"][0]["label"] == expected["label"]
+
+
+def test_token_is_required_and_compared(models: dict[str, Path], tmp_path: Path) -> None:
+    with running({"mlp": str(models["mlp"])}, tmp_path, token="s3cret") as (c, _):
+        assert c.get("/health").status_code == 200
+        assert c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW]}).status_code == 401
+        wrong = {"authorization": "Bearer nope"}
+        assert c.get("/v1/models", headers=wrong).status_code == 401
+        assert c.get("/metrics").status_code == 401
+        ok = {"authorization": "Bearer s3cret"}
+        assert c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW]},
+                      headers=ok).status_code == 200
+
+
+def test_a_public_host_without_a_token_refuses_to_start(models: dict[str, Path],
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    from layerwise.cli import main
+
+    monkeypatch.delenv("LAYERWISE_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="needs a token"):
+        ServeSettings(host="0.0.0.0").check()
+    assert main(["serve", str(models["mlp"]), "--host", "0.0.0.0"]) == 2
+    assert "needs a token" in capsys.readouterr().err
+    ServeSettings(host="0.0.0.0", token="t").check()  # with a token it may
+
+
+def test_body_over_the_limit_is_413(models: dict[str, Path], tmp_path: Path) -> None:
+    with running({"mlp": str(models["mlp"])}, tmp_path, max_body_bytes=2048) as (c, _):
+        r = c.post("/v1/models/mlp/predict", json={"rows": rows(40)})
+        assert r.status_code == 413
+        chunked = c.post("/v1/models/mlp/predict",
+                         content=iter([json.dumps({"rows": rows(40)}).encode()]),
+                         headers={"content-type": "application/json"})
+        assert chunked.status_code == 413
+        assert c.post("/v1/models/mlp/predict", json={"rows": rows(2)}).status_code == 200
+
+
+def test_rate_limit_is_429_with_retry_after(models: dict[str, Path], tmp_path: Path) -> None:
+    rate = {"per_second": 0.2, "burst": 2}
+    with running({"mlp": str(models["mlp"])}, tmp_path, rate=rate) as (c, _):
+        codes = [c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW]})
+                 for _ in range(3)]
+    assert [r.status_code for r in codes] == [200, 200, 429]
+    assert int(codes[2].headers["retry-after"]) >= 1
+
+
+def test_full_queue_is_503_and_a_slow_answer_504(models: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    slow = Slow(Predictor.load(models["mlp"]), 0.4)
+    cfg = {"defaults": {"queue_size": 1, "max_batch_size": 1, "max_wait_ms": 0,
+                        "timeout_s": 5, "cache_size": 0}}
+    with running({"mlp": slow}, tmp_path, **cfg) as (c, _):
+        with ThreadPoolExecutor(6) as pool:
+            got = list(pool.map(lambda i: c.post("/v1/models/mlp/predict",
+                                                 json={"rows": rows(1, i)}), range(6)))
+    codes = sorted(r.status_code for r in got)
+    assert set(codes) == {200, 503}, codes
+    assert all(int(r.headers["retry-after"]) >= 1 for r in got if r.status_code == 503)
+    slow.delay = 1.0
+    cfg["defaults"].update(timeout_s=0.2, queue_size=4)
+    with running({"mlp": slow}, tmp_path, **cfg) as (c, _):
+        r = c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW]})
+    assert r.status_code == 504
+
+
+def test_concurrent_requests_share_forward_passes(models: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    slow = Slow(Predictor.load(models["mlp"]), 0.1)
+    cfg = {"defaults": {"max_batch_size": 4, "max_wait_ms": 50, "cache_size": 0}}
+    with running({"mlp": slow}, tmp_path, **cfg) as (c, st):
+        slow.calls.clear()  # the warm-up's
+        with ThreadPoolExecutor(12) as pool:
+            got = list(pool.map(lambda i: c.post("/v1/models/mlp/predict",
+                                                 json={"rows": rows(1, i)}), range(12)))
+        batches = st.metrics.value("layerwise_batch_rows_count", model="mlp")
+        small = st.metrics.value("layerwise_batch_rows_bucket", model="mlp", le="4.0")
+        text = c.get("/metrics").text
+    assert all(r.status_code == 200 for r in got)
+    assert batches == len(slow.calls) < 12  # coalesced
+    assert small == batches and max(slow.calls) <= 4  # never above max_batch_size
+    assert "layerwise_batch_rows_bucket" in text
+
+
+def test_repeated_rows_come_from_the_cache(models: dict[str, Path], tmp_path: Path) -> None:
+    slow = Slow(Predictor.load(models["mlp"]), 0.0)
+    with running({"mlp": slow}, tmp_path) as (c, st):
+        slow.calls.clear()
+        first = c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW]}).json()
+        again = c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW, rows(1, 5)[0]]})
+        hits = st.metrics.value("layerwise_cache_total", model="mlp", result="hit")
+    assert hits == 1 and slow.calls == [1, 1]  # only the new row ran
+    assert again.json()["predictions"][0] == first["predictions"][0]
+
+
+def test_low_confidence_abstains_to_the_review_queue(models: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    cfg = {"models": {"mlp": {"threshold": 0.999}}}
+    with running({"mlp": str(models["mlp"])}, tmp_path, **cfg) as (c, st):
+        r = c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW]})
+        abstained = st.metrics.value("layerwise_abstained_rows_total", model="mlp")
+    pred = r.json()["predictions"][0]
+    assert pred["abstain"] is True and pred["route"] == "human"
+    assert "below the threshold" in pred["reason"]
+    queue = tmp_path / "state" / "review.jsonl"
+    items = read_lines(queue)
+    assert len(items) == 1 and items[0]["label"] is None and abstained == 1
+    assert items[0]["inputs"]["alcohol"] == WINE_ROW["alcohol"]
+    label_review(queue, items[0]["id"], "class_0")
+    assert read_lines(queue)[0]["label"] == "class_0"
+    log = read_lines(tmp_path / "state" / "predictions.jsonl")
+    assert log[-1]["abstain"] is True and log[-1]["confidence"] < 0.999
+
+
+def test_ab_split_is_sticky_and_the_shadow_is_logged(models: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    cfg = {"models": {"mlp": {"path": str(models["mlp"])},
+                      "mlp2": {"path": str(models["mlp2"])}},
+           "routes": {"wine": {"split": {"mlp": 50, "mlp2": 50}, "shadow": "mlp2"}}}
+    sources = {"mlp": str(models["mlp"]), "mlp2": str(models["mlp2"])}
+    with running(sources, tmp_path, **cfg) as (c, _):
+        def model_for(key: str) -> str:
+            r = c.post("/v1/models/wine/predict", json={"rows": [WINE_ROW], "key": key})
+            return str(r.json()["model"])
+
+        first = {k: model_for(k) for k in map(str, range(20))}
+        assert all(model_for(k) == m for k, m in list(first.items())[:5])  # sticky
+        assert set(first.values()) == {"mlp", "mlp2"}
+        import time
+
+        time.sleep(0.5)  # the shadow answers after the caller's
+        report = c.get("/v1/shadow").json()
+    assert report["requests"] == sum(m == "mlp" for m in first.values()) + sum(
+        m == "mlp" for m in list(first.values())[:5])
+    assert 0 <= report["agreement"] <= 1
+
+
+def test_settings_file_is_validated(tmp_path: Path) -> None:
+    p = tmp_path / "serve.yaml"
+    p.write_text("defaults: {max_batch_size: 0}\n")
+    with pytest.raises(ConfigError, match="max_batch_size"):
+        load_settings(p)
+    p.write_text("routes: {x: {split: {a: 60, b: 30}}}\n")
+    with pytest.raises(ConfigError, match="sum to 100"):
+        load_settings(p)
+    p.write_text("bogus: 1\n")
+    with pytest.raises(ConfigError, match="bogus"):
+        load_settings(p)
+    with pytest.raises(ConfigError, match="unknown backend"):
+        ServeSettings(models={"m": {"backend": "warp"}}).check()
+    p.write_text("port: 9000\n")
+    assert load_settings(p, port=None).port == 9000 and load_settings(p, port=1).port == 1
+
+
+def test_rolling_drift_scores_reach_metrics(models: dict[str, Path], tmp_path: Path) -> None:
+    shifted = [{**r, "proline": r["proline"] * 3} for r in rows(40, 1)]
+    with running({"mlp": str(models["mlp"])}, tmp_path) as (c, _):
+        c.post("/v1/models/mlp/predict", json={"rows": shifted})
+        text = c.get("/metrics").text
+    scores = {line.split('feature="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+              for line in text.splitlines() if line.startswith("layerwise_drift_score{")}
+    assert scores["proline"] > 1.0 and scores["proline"] > scores["ash"]
+
+
+
+
+def test_sigterm_answers_every_admitted_request_and_exits_0(models: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.serving_helpers import free_port
+
+    port = free_port()
+    root = Path(__file__).parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "tests.serving_helpers",
+                             str(models["mlp"]), str(port), "0.5", str(tmp_path / "st")],
+                            cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        # 8 requests, 2 per 0.5 s pass: SIGTERM when the first answer is back, so the
+        # others have long been sent and most are still queued
+        client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=8))
+        answered_at: list[float] = []
+
+        def post(i: int) -> Any:
+            r = client.post(f"{base}/v1/models/m/predict", json={"rows": rows(1, i)})
+            answered_at.append(time.monotonic())
+            return r
+
+        with ThreadPoolExecutor(8) as pool:
+            futs = [pool.submit(post, i) for i in range(8)]
+            while not answered_at:
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+            term = time.monotonic()
+            answers = [f.result() for f in futs]  # a reset or refusal would raise here
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [r.status_code for r in answers] == [200] * 8
+    assert sum(t > term for t in answered_at) >= 3  # drained after the signal
+    assert code == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base}/health", timeout=2)
+
+
+def test_a_policy_acts_over_http(tmp_path: Path) -> None:
+    from tests.rl_helpers import CORRIDOR_PPO, config
+
+    run = lw.train(config(CORRIDOR_PPO, train={"total_steps": 320}), output=tmp_path / "rl")
+    policy = lw.load(run.model_dir)
+    import gymnasium as gym
+
+    import layerwise.rl  # noqa: F401  (registers layerwise's environments)
+
+    env = gym.make("layerwise/Corridor-v0")
+    first = env.reset(seed=0)[0]
+    with running({"p": str(run.model_dir)}, tmp_path) as (c, _):
+        r = c.post("/v1/models/p/act", json={"observations": [np.asarray(first).tolist()]})
+        bad = c.post("/v1/models/p/act", json={"observations": [["x"]]})
+        listed = c.get("/v1/models").json()["models"]
+    assert r.status_code == 200, r.text
+    assert r.json()["actions"] == [np.asarray(policy.predict(first)).tolist()]
+    assert bad.status_code == 422 and listed[0]["kind"] == "policy"
+
+
+def test_one_bad_request_does_not_fail_its_batch() -> None:
+    import asyncio
+
+    from layerwise.errors import DataError
+    from layerwise.serving.batcher import MicroBatcher
+
+    calls: list[int] = []
+
+    def run(batch: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+        calls.append(len(batch))
+        if any(r.get("bad") for r in batch):
+            raise DataError("row is bad")
+        return [{"y": r["x"] * 2} for r in batch]
+
+    async def go() -> list[Any]:
+        b = MicroBatcher(run, max_batch=8, max_wait=0.05, queue_size=8)
+        b.start()
+        futs = [b.submit([{"x": i, "bad": i == 2}]) for i in range(4)]
+        out = await asyncio.gather(*futs, return_exceptions=True)
+        await b.close()
+        return out
+
+    out = asyncio.run(go())
+    assert calls[0] == 4  # one batch first, then each request alone
+    assert isinstance(out[2], DataError)
+    assert [o[0]["y"] for i, o in enumerate(out) if i != 2] == [0, 2, 6]
+
+
+@pytest.mark.slow  # trains a small VAE (~30 s on a busy 2-core machine)
+def test_a_generative_model_samples_over_http(tmp_path: Path) -> None:
+    from PIL import Image
+
+    cfg = {"name": "vae", "seed": 0, "data": {"dataset": "digits", "limit": 300},
+           "inputs": [{"name": "image", "type": "image"},
+                      {"name": "label", "type": "category"}],
+           "model": {"family": "vae", "condition": "label", "channels": [8], "latent": 4},
+           "train": {"epochs": 1, "batch_size": 64, "progress": "quiet", "threads": 1}}
+    run = lw.train(cfg, output=tmp_path / "vae")
+    with running({"vae": str(run.model_dir)}, tmp_path) as (c, _):
+        r = c.post("/v1/models/vae/sample", json={"n": 3, "label": 4, "seed": 1})
+        bad = c.post("/v1/models/vae/sample", json={"n": 2, "label": "no such class"})
+    assert r.status_code == 200, r.text
+    first = Image.open(io.BytesIO(base64.b64decode(r.json()["samples"][0])))
+    assert len(r.json()["samples"]) == 3 and first.size == (8, 8)
+    assert bad.status_code == 422
