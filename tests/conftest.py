@@ -15,6 +15,10 @@ if "LAYERWISE_CACHE" not in os.environ:
     import tempfile
 
     os.environ["LAYERWISE_CACHE"] = tempfile.mkdtemp(prefix="layerwise-test-cache-")
+# every run is recorded in the tracking store: keep the tests' records out of runs/ (and out
+# of any store the environment names); tests of the store itself use their own
+os.environ["LAYERWISE_TRACKING_URI"] = "sqlite:///" + os.path.join(
+    __import__("tempfile").mkdtemp(prefix="layerwise-test-store-"), "layerwise.db")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 TINY_MLP: dict[str, Any] = {

@@ -30,7 +30,7 @@ from layerwise.models import build_model, get_model, model_names
 
 EXAMPLES = {p.name: yaml.safe_load(p.read_text(encoding="utf-8")) for p in
             sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))}
-SUPERVISED = {n: c for n, c in EXAMPLES.items() if "env" not in c}
+SUPERVISED = {n: c for n, c in EXAMPLES.items() if "env" not in c and "interactions" not in c}
 RL = {n: c for n, c in EXAMPLES.items() if "env" in c}
 INPUT_TYPES = [t for m in union_members(InputFeature) for t in tags(m, "type")]
 OUTPUT_TYPES = [t for m in union_members(OutputFeature) for t in tags(m, "type")]

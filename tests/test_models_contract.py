@@ -25,7 +25,7 @@ TEXT_DESC: dict[str, Any] = {
     **{k: v for k, v in DESC.items() if k != "images"}, "images": {},
     "texts": {"text": {"vocab_size": 20, "max_length": 9, "pad_id": 0}},
 }
-TEXT_FAMILIES = {"rnn", "transformer"}
+TEXT_FAMILIES = {"bag", "rnn", "transformer"}
 
 # one small config per registered family; a new family must add its case here
 CASES: dict[str, dict[str, Any]] = {
@@ -37,6 +37,8 @@ CASES: dict[str, dict[str, Any]] = {
             "bidirectional": True, "pooling": "attention", "dense": [8], "dropout": 0.1},
     "transformer": {"family": "transformer", "d_model": 8, "heads": 2, "layers": 2,
                     "positions": "rotary", "pooling": "cls", "dense": [8], "dropout": 0.1},
+    "bag": {"family": "bag", "embedding_dim": 8, "ngrams": 3, "buckets": 64,
+            "pooling": "sqrt", "dense": [8], "dropout": 0.1},
     "seq2seq": {"family": "seq2seq", "d_model": 8, "heads": 2, "encoder_layers": 1,
                 "decoder_layers": 2, "positions": "rotary", "dropout": 0.1},
 }

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from layerwise import artifact as art
-from layerwise.config import GENERATIVE_FAMILIES, Config, RLConfig, parse
+from layerwise.config import GENERATIVE_FAMILIES, Config, RecommendConfig, RLConfig, parse
 from layerwise.data.augment import Augmenter
 from layerwise.data.batching import TensorData
 from layerwise.data.build import Dataset, build, encode_rows
 from layerwise.data.features import CategoryEncoder, NumericEncoder
 from layerwise.errors import ConfigError
 from layerwise.evaluation import generative as gen_eval
+from layerwise.evaluation import splits
 from layerwise.evaluation.metrics import evaluate_outputs, headline
 from layerwise.evaluation.plots import learning_curves
 from layerwise.inference import seq2seq
@@ -30,6 +32,7 @@ from layerwise.inference.predictor import Predictor
 from layerwise.models import LayerwiseModel, build_model
 from layerwise.runs import (
     RunDir,
+    TrackEpochs,
     check_run,
     lineage,
     recording_failure,
@@ -38,7 +41,8 @@ from layerwise.runs import (
     write_metrics,
 )
 from layerwise.tracking.card import model_card
-from layerwise.training import Callback, FitResult, Trainer
+from layerwise.training import Callback, FitResult, Trainer, distributed
+from layerwise.training.adversarial import boxes_for
 
 if TYPE_CHECKING:
     from layerwise.rl.policy import Policy
@@ -120,10 +124,18 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
     checks, and a run that fails afterwards records its error in ``error.json``.
     """
     cfg = parse(config, overrides)
+    if isinstance(cfg, RecommendConfig):  # a recommendation run (layerwise.recommend)
+        return _train_recommender(cfg, output, resume, callbacks, progress, overwrite)
     if isinstance(cfg, RLConfig):
+        if distributed.current() is not None:
+            raise ConfigError("reinforcement learning trains in one process; drop --nproc")
         return _train_agent(cfg, output, resume, callbacks, progress, overwrite)
     if progress:
         cfg.train.progress = progress  # type: ignore[assignment]
+    world = distributed.current()  # under torchrun: rank 0 alone writes the run folder
+    main = world is None or world.main
+    if distributed.restarted():  # an elastic restart repeats the command: it continues
+        resume, overwrite = True, False
     defaults = family_defaults(cfg)
     rd = check_run(cfg, output, resume=resume, overwrite=overwrite)
     t_data = time.perf_counter()
@@ -133,14 +145,20 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
         ds = gen_eval.prepare(cfg, ds)
     t_data = time.perf_counter() - t_data
     model = build_for(cfg, ds)
-    start_run(rd, cfg, resume=resume, overwrite=overwrite)
-    with recording_failure(rd):
+    if main:
+        start_run(rd, cfg, resume=resume, overwrite=overwrite, data_hash=ds.data_hash)
+    with recording_failure(rd) if main else nullcontext():
         images = {e.name: e.cfg.augment for e in ds.schema.images}
-        trainer = Trainer(cfg.train, callbacks=callbacks or [], checkpoint_dir=rd.checkpoints,
+        tracked = [TrackEpochs(rd)] if main else []
+        trainer = Trainer(cfg.train, callbacks=[*(callbacks or []), *tracked],
+                          checkpoint_dir=rd.checkpoints,
                           resume=resume and rd.has_checkpoint(),
-                          augment=Augmenter(images, cfg.seed))
+                          augment=Augmenter(images, cfg.seed),
+                          input_boxes=boxes_for(ds.schema) if cfg.train.adversarial else None)
         fit = trainer.fit(model, ds.train, ds.validation)
         run = Run(rd.path, cfg, history=fit.history, interrupted=fit.interrupted, fit=fit)
+        if not main:
+            return run
         write_history(rd.history, fit.history)
         if not fit.interrupted:
             run.metrics = _finish(rd, cfg, ds, model, fit, generative, defaults, t_data)
@@ -197,8 +215,18 @@ def _save_model(rd: RunDir, cfg: Config, ds: Dataset, model: LayerwiseModel, fit
     card = model_card(meta, scores, ds.info)
     art.save(rd.model, config=cfg, schema=ds.schema, model=model,
              metrics={k: headline(v) for k, v in scores.items() if isinstance(v, dict)},
-             lineage=made, reference=ds.reference, card=card,
+             lineage=made, reference=_reference(ds, model, cfg.seed), card=card,
              extra={"parameters": n_params, "choices": choices})
+
+
+def _reference(ds: Dataset, model: torch.nn.Module, seed: int) -> dict[str, Any]:
+    """The data stage's reference plus what drift monitoring compares against: value
+    samples, held-out embeddings and predicted-class frequencies (monitoring/reference.py)."""
+    if not isinstance(model, LayerwiseModel):
+        return ds.reference
+    from layerwise.monitoring.reference import extend
+
+    return extend(ds.reference, ds, model, seed)
 
 
 @torch.inference_mode()
@@ -235,28 +263,74 @@ def _train_agent(cfg: RLConfig, output: str | Path | None, resume: bool,
                step=r.step)
 
 
+def _train_recommender(cfg: RecommendConfig, output: str | Path | None, resume: bool,
+                       callbacks: list[Callback] | None, progress: str | None,
+                       overwrite: bool = False) -> Run:
+    from layerwise.recommend import train_recommender
+
+    if distributed.current() is not None:
+        raise ConfigError("a recommender trains in one process; drop --nproc")
+    r = train_recommender(cfg, output=output, resume=resume, callbacks=callbacks,
+                          progress=progress, overwrite=overwrite)
+    return Run(r.dir, cfg, metrics=r.metrics, history=r.history,  # type: ignore[arg-type]
+               interrupted=r.interrupted, fit=r.fit)
+
+
+class LoadedModel(Predictor):
+    """What :func:`load` returns for a supervised model: a :class:`Predictor` that can
+    also explain its predictions (layerwise.explain)."""
+
+    def explain(self, rows: Any, method: str = "integrated_gradients",
+                **options: Any) -> Any:
+        """Attributions per row (``method``: integrated_gradients, gradient_shap,
+        kernel_shap, lime, occlusion, or attention); ``output_dir=`` also writes
+        explanation.json and PNGs. Returns a :class:`layerwise.explain.Explanation`."""
+        from layerwise.explain import explain
+
+        return explain(self, rows, method=method, **options)
+
+
 def load(path: str | Path) -> Predictor | Policy:
     """Load a model directory for prediction: ``lw.load(dir).predict(rows)``.
 
     A policy (``"kind": "policy"`` in layerwise.json) loads as a
     :class:`layerwise.rl.Policy`: ``lw.load(dir).predict(observation)`` returns an action.
     """
-    if art.read_header(path).get("kind") == "policy":
+    kind = art.read_header(path).get("kind")
+    if kind == "policy":
         from layerwise.rl.policy import Policy
 
         return Policy.load(path)
-    return Predictor.load(path)
+    if kind == "recommender":  # lw.load(dir).recommend(user, k)
+        from layerwise.recommend import Recommender
+
+        return Recommender.load(path)  # type: ignore[return-value]
+    return LoadedModel.load(path)
 
 
 def evaluate(model_dir: str | Path, data: str | Path | None = None, *,
-             episodes: int | None = None, seed: int | None = None) -> dict[str, Any]:
+             episodes: int | None = None, seed: int | None = None, details: bool = False,
+             folder: str | Path | None = None, samples: int = 1000,
+             price_per_hour: float | None = None, measure: bool = True) -> dict[str, Any]:
     """Evaluate a saved model on a labelled file, or on its own test split when none is given.
 
     Without ``data`` the stored config rebuilds the splits; the data hash must match the one
     recorded at training time, so the test split is the same rows. A policy is evaluated by
     running ``episodes`` deterministic episodes (default: the run's ``eval_episodes``) from
     ``seed`` (default: the run's ``eval_seed``).
+
+    ``details`` (classifiers and regressors): also bootstrap intervals (``samples``
+    resamples), ROC/PR curves, calibration, conformal coverage, residuals and, with
+    ``measure``, latency, throughput and cost (``price_per_hour``), with their figures in
+    ``folder`` (default ``MODEL/../evaluation``; see layerwise.evaluation.detailed).
     """
+    if art.read_header(model_dir).get("kind") == "recommender":
+        from layerwise.recommend import Recommender
+
+        if data is not None:
+            raise ConfigError(f"{model_dir} is a recommender: it is evaluated on its own "
+                              "held-out items (leave-last-out); drop the data argument")
+        return Recommender.load(model_dir).evaluate()
     if art.read_header(model_dir).get("kind") == "policy":
         from layerwise.rl.policy import Policy
 
@@ -265,16 +339,15 @@ def evaluate(model_dir: str | Path, data: str | Path | None = None, *,
                               "in its environment, not on a data file (use --episodes and "
                               "--seed)")
         return Policy.load(model_dir).evaluate(episodes, seed)
+    if details:
+        from layerwise.evaluation import detailed
+
+        if detailed.supports(model_dir):
+            return detailed.evaluate_run(model_dir, data, output=folder, samples=samples,
+                                         price_per_hour=price_per_hour, measure=measure)
     pred = Predictor.load(model_dir)
-    if data is None:
-        ds = build(pred.config)
-        recorded = pred.meta.get("lineage", {}).get("data_hash")
-        if recorded and recorded != ds.data_hash:
-            raise ConfigError(f"the data behind {model_dir} changed since training (hash "
-                              f"{ds.data_hash} vs {recorded}); pass a data file to evaluate")
-        if ds.raw_test is None or ds.test is None:
-            raise ConfigError(f"{model_dir}: the run has no test split; pass a data file")
-        tensors, _ = pred.schema.encode(ds.raw_test), None
+    if data is None:  # the run's own test split (evaluation/splits.py)
+        tensors = splits.encoded(pred, splits.rebuild(pred, model_dir), "test", model_dir)
     else:
         tensors, _ = encode_rows(pred.schema, pred.to_table(data), targets=True)
     return evaluate_model(pred.model, pred.schema, tensors)

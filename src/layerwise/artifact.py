@@ -84,6 +84,38 @@ def save(path: str | Path, *, config: Config, schema: Schema, model: torch.nn.Mo
 _write_text = write_text
 
 
+def update_meta(path: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into the top level of a model directory's ``layerwise.json``,
+    replaced atomically; the weights and every other file stay untouched (e.g. the
+    temperature and conformal fits of ``layerwise calibrate``). Returns the new metadata."""
+    meta = read_header(path)
+    meta.update(updates)
+    _write_text(Path(path) / META, dumps_json(meta, indent=2))
+    return meta
+
+
+INT8_SCALE = ".int8_scale"  # suffix of the per-row scale of a weight stored in int8
+
+
+def dequantize(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Weights a compressed artifact stores in int8 (``compress --method int8``: the int8
+    values and beside them ``<name>.int8_scale``, one float per output row) back to float32;
+    every other tensor as it is (a bf16 one is cast when it is loaded into the model)."""
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith(INT8_SCALE):
+            continue
+        scale = tensors.get(name + INT8_SCALE)
+        if scale is not None:
+            if t.dtype != torch.int8 or scale.dim() != 1 or scale.shape[0] != t.shape[0]:
+                raise ArtifactError(f"{name}: an int8 weight needs int8 values and one "
+                                    f"scale per row; got {t.dtype} {list(t.shape)} and "
+                                    f"scales {list(scale.shape)}")
+            t = t.float() * scale.float().view(-1, *[1] * (t.dim() - 1))
+        out[name] = t
+    return out
+
+
 def check_weights_file(path: Path) -> None:
     """Refuse anything that is not a well-formed safetensors file (see
     :func:`layerwise.files.check_safetensors`)."""
@@ -168,7 +200,7 @@ def load(path: str | Path) -> Artifact:
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{p / META}: the stored feature schema is invalid: {e}") from None
     model = rebuild(config, schema)
-    tensors = load_safetensors(p / WEIGHTS)
+    tensors = dequantize(load_safetensors(p / WEIGHTS))
     missing = set(model.state_dict()) - set(tensors)
     unexpected = set(tensors) - set(model.state_dict())
     if missing or unexpected:

@@ -11,7 +11,9 @@
 One resume rule for all of them: ``--resume`` needs the folder's ``config.yaml`` and a
 config equal to it except for the settings in :data:`MAY_CHANGE` (how long the run goes
 on, how it reports, its threads). One seeding function, one lineage record, one
-``__version__``. The tracking store hooks in here.
+``__version__``. The tracking store hooks in here: :func:`start_run` opens the run's record,
+:class:`TrackEpochs` logs each epoch, :func:`write_history` and :func:`write_metrics` add
+the rest, and :func:`recording_failure` closes it with its status (layerwise.tracking).
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ import yaml
 from layerwise.config import config_hash, parse
 from layerwise.errors import CheckpointError
 from layerwise.files import check_output_folder, dumps_json, write_text
+from layerwise.tracking import recorder
+from layerwise.training.callbacks import Callback
 from layerwise.training.checkpoint import MAY_CHANGE, say_fresh_start, seed_all
 
-__all__ = ["ERROR", "MAY_CHANGE", "RunDir", "check_run", "check_same", "comparable",
+__all__ = ["ERROR", "MAY_CHANGE", "RunDir", "TrackEpochs", "check_run", "check_same", "comparable",
            "lineage", "open_run", "recording_failure", "seed_all", "start_run", "versions",
            "write_history", "write_metrics"]
 
@@ -102,11 +106,12 @@ def check_run(cfg: Any, output: str | Path | None, *, resume: bool = False,
     return run
 
 
-def start_run(run: RunDir, cfg: Any, *, resume: bool = False, overwrite: bool = False
-              ) -> None:
+def start_run(run: RunDir, cfg: Any, *, resume: bool = False, overwrite: bool = False,
+              data_hash: str | None = None) -> None:
     """Create the folder and write ``config.yaml`` (after :func:`check_run` and the data
     checks: a run that fails validation leaves nothing behind). ``overwrite`` first
-    removes the earlier run's checkpoint, model and error record."""
+    removes the earlier run's checkpoint, model and error record. The run's record in the
+    tracking store opens here (a resume continues the folder's newest record)."""
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. no permission
@@ -119,6 +124,9 @@ def start_run(run: RunDir, cfg: Any, *, resume: bool = False, overwrite: bool = 
     if resume and not run.has_checkpoint():
         say_fresh_start(run.checkpoints / "last.ckpt")
     write_text(run.config, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    if recorder.enabled():
+        recorder.begin(run.path, cfg, resume=resume, data_hash=data_hash,
+                       environment=environment())
 
 
 def open_run(cfg: Any, output: str | Path | None, *, resume: bool = False,
@@ -135,7 +143,8 @@ ERROR = "error.json"
 @contextlib.contextmanager
 def recording_failure(run: RunDir) -> Iterator[None]:
     """Write ``error.json`` (the error's type and message, and when) into the run folder
-    if the block raises, then let the error go on."""
+    if the block raises, then let the error go on. The run's tracking record closes here:
+    failed, interrupted (Ctrl-C, or stopped before its final metrics) or finished."""
     try:
         yield
     except Exception as e:
@@ -145,7 +154,22 @@ def recording_failure(run: RunDir) -> Iterator[None]:
             write_text(run.path / ERROR, json.dumps(record, indent=2))
         except OSError:
             pass
+        recorder.end(run.path, "failed", f"{type(e).__name__}: {e}")
         raise
+    except BaseException:  # KeyboardInterrupt, SystemExit
+        recorder.end(run.path, "interrupted")
+        raise
+    recorder.end(run.path)
+
+
+class TrackEpochs(Callback):
+    """Logs each epoch's history row into the run's tracking record as it ends."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.path = run.path
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
+        recorder.log_epoch(self.path, int(logs.get("epoch", epoch + 1)), logs)
 
 
 def check_same(before: Any, cfg: Any, where: Path) -> None:
@@ -165,10 +189,13 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(history)
+    recorder.log_history(path.parent, history)
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    write_text(path, dumps_json(metrics, indent=2))  # valid JSON: NaN is written as null
+    """metrics.json (valid JSON: NaN is written as null), also into the tracking record."""
+    write_text(path, dumps_json(metrics, indent=2))
+    recorder.log_final(path.parent, metrics)
 
 
 def versions(**extra: str) -> dict[str, str]:
@@ -177,6 +204,15 @@ def versions(**extra: str) -> dict[str, str]:
 
     return {"layerwise": __version__, "torch": torch.__version__, **extra,
             "python": platform.python_version()}
+
+
+def environment() -> dict[str, Any]:
+    """Where a run ran, for its tracking record: library versions, CPU kind, git commit."""
+    from layerwise.training.hardware import cpu_kind, cpu_model
+
+    return {"versions": versions(), "cpu_kind": cpu_kind(), "cpu": cpu_model(),
+            "threads": torch.get_num_threads(), "platform": platform.platform(),
+            "host": platform.node(), "git_commit": git_commit()}
 
 
 def git_commit() -> str | None:

@@ -15,14 +15,31 @@ import typer
 # (``layerwise runs list``). One line per command, so each lands on its own.
 COMMANDS = {
     "train": "train:train",
+    "init": "init:init",
     "evaluate": "evaluate:evaluate",
     "predict": "predict:predict",
+    "compress": "compress:compress",
+    "export": "compress:export",
+    "bench": "compress:bench",
     "generate": "generate:generate",
     "rollout": "rollout:rollout",
     "sample": "sample:sample",
     "embed": "sample:embed",
     "datasets": "info:datasets",
     "schema": "info:schema",
+    "runs": "runs:runs",
+    "registry": "registry:registry",
+    "tune": "tune:tune",
+    "ui": "ui:ui",
+    "explain": "explain:explain",
+    "doctor": "report:doctor",
+    "attack": "explain:attack",
+    "report": "report:report",
+    "serve": "serve:serve",
+    "monitor": "serve:monitor",
+    "cv": "cv:cv",
+    "calibrate": "calibrate:calibrate",
+    "recommend": "recommend:recommend",
 }
 
 app = typer.Typer(name="layerwise", no_args_is_help=True, add_completion=False,
@@ -43,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from layerwise.errors import LayerwiseError
 
     try:
-        app(args=argv, standalone_mode=False)
-        return 0
+        code = app(args=argv, standalone_mode=False)  # typer.Exit(n) comes back as n
+        return code if isinstance(code, int) and not isinstance(code, bool) else 0
     except LayerwiseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

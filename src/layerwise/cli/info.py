@@ -30,13 +30,16 @@ def schema(
                       ] = None,
     rl: Annotated[bool, typer.Option("--rl", help="the schema of a reinforcement-learning "
                                      "config (env, agent, network, train)")] = False,
+    recommend: Annotated[bool, typer.Option("--recommend", help="the schema of a "
+                         "recommendation config (interactions, model, ranking)")] = False,
 ) -> None:
     """Print the JSON Schema of the config file (for editor completion and checks)."""
     from layerwise.config import json_schema
     from layerwise.files import check_output_file, write_text
 
     check_output_file(output, "--output")
-    text = json.dumps(json_schema("rl" if rl else "supervised"), indent=2)
+    kind = "rl" if rl else "recommend" if recommend else "supervised"
+    text = json.dumps(json_schema(kind), indent=2)
     if output:
         write_text(output, text + "\n")
         print(f"JSON Schema written to {output}")

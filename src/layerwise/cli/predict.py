@@ -14,18 +14,29 @@ SUFFIXES = (".csv", ".jsonl", ".json")  # .json: JSON lines too, one object per 
 
 
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="a model directory")],
+    model_dir: Annotated[Path, typer.Argument(help="a model directory, or a "
+                         "registered model: models:/NAME@ALIAS, models:/NAME/VERSION")],
     input_: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV / JSONL / Parquet / "
                       ".npz file, an image file, or a folder of images")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write .csv or "  # noqa: UP007
                       ".jsonl (default: JSON lines on stdout)")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="eager | compiled | "  # noqa: UP007
+                       "bf16 | onnxruntime | onnxruntime-int8 (default: the one `layerwise "
+                       "bench --autotune` recorded for this machine, else eager)")] = None,
 ) -> None:
     """Predict with a saved model on raw rows or images."""
     from layerwise.api import load
     from layerwise.files import check_output_file
+    from layerwise.tracking.registry import resolve_model
 
     check_output_file(output, "--output", SUFFIXES)  # before the work, not after it
-    model = load(model_dir)
+    model = load(resolve_model(model_dir))  # a folder, or models:/NAME@ALIAS
+    if backend is not None:
+        from layerwise.errors import ConfigError
+
+        if not hasattr(model, "use_backend"):
+            raise ConfigError(f"{model_dir} is a policy; --backend applies to models")
+        model.use_backend(backend)
     rows = read_input(input_)
     preds = model.predict(rows)
     if isinstance(rows, list):

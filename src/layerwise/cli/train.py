@@ -1,4 +1,4 @@
-"""``layerwise train CONFIG [--output DIR] [--set key=value] [--resume]``."""
+"""``layerwise train CONFIG [--output DIR] [--set key=value] [--resume] [--nproc N]``."""
 
 from __future__ import annotations
 
@@ -21,12 +21,27 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a run already in "
                                             "--output (its model and checkpoints)")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="train data-parallel in N "
+                                       "processes on this machine (torchrun)")] = 1,
+    max_restarts: Annotated[int, typer.Option("--max-restarts", min=0, help="with --nproc: "
+                            "restart failed workers up to this many times; they continue "
+                            "from the last checkpoint")] = 0,
 ) -> None:
     """Train a model from a config; writes the model, metrics, history and curves."""
     from layerwise.api import train as run_train
+    from layerwise.training import distributed
 
+    if nproc > 1 and distributed.current() is None:
+        flags = [*(["--output", str(output)] if output else []),
+                 *(a for kv in set_ or [] for a in ("--set", kv)),
+                 *(["--resume"] if resume else []), *(["--quiet"] if quiet else []),
+                 *(["--overwrite"] if overwrite else [])]
+        raise typer.Exit(_launch(str(config), flags, nproc, max_restarts))
     run = run_train(config, output=output, overrides=set_ or [], resume=resume,
                     progress="quiet" if quiet else None, overwrite=overwrite)
+    world = distributed.current()
+    if world is not None and not world.main:
+        return  # rank 0 reports for the run
     if run.interrupted:
         st = run.fit.state if run.fit else None
         step = st.step if st else run.step if run.step is not None else "?"
@@ -41,6 +56,17 @@ def train(
         _agent_summary(run)
         return
     _summary(run)
+
+
+def _launch(config: str, flags: list[str], nproc: int, max_restarts: int) -> int:
+    """Run this command in ``nproc`` worker processes under torchrun (a rendezvous on this
+    machine); the workers' exit status is the command's."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
+           "-m", "layerwise", "train", config, *flags]
+    return subprocess.call(cmd)
 
 
 def _agent_summary(run: object) -> None:

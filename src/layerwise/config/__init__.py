@@ -25,6 +25,7 @@ from layerwise.config.generative import (
     VAEConfig,
 )
 from layerwise.config.parsing import apply_overrides, config_hash, json_schema, load_yaml, parse
+from layerwise.config.recommend import RecommendConfig
 from layerwise.config.rl import (
     AgentConfig,
     DQNConfig,
@@ -41,6 +42,7 @@ from layerwise.config.supervised import (
     GENERATIVE_FAMILIES,
     Activation,
     AugmentConfig,
+    BagConfig,
     BinaryInput,
     BinaryOutput,
     CategoryInput,
@@ -75,6 +77,7 @@ __all__ = [
     "AnomalyConfig",
     "AutoencoderConfig",
     "AugmentConfig",
+    "BagConfig",
     "BinaryInput",
     "BinaryOutput",
     "CNNConfig",
@@ -101,6 +104,7 @@ __all__ = [
     "PPOConfig",
     "PrioritizedReplayConfig",
     "RLConfig",
+    "RecommendConfig",
     "RLTrainConfig",
     "RNNConfig",
     "ScheduleConfig",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from layerwise.config.base import tags, union_members
+from layerwise.config.recommend import RecommendConfig
 from layerwise.config.rl import RLConfig
 from layerwise.config.supervised import Config
 from layerwise.errors import ConfigError
@@ -71,7 +72,7 @@ def parse(source: Config | RLConfig | dict[str, Any] | str | Path,
     folder (see :func:`resolve_paths`).
     """
     base: Path | None = None  # the config file's folder; None: only the current folder
-    if isinstance(source, Config | RLConfig):
+    if isinstance(source, Config | RLConfig | RecommendConfig):
         if not overrides:
             if isinstance(source, Config):  # in place, so that `parse(cfg) is cfg`
                 _resolve_object(source)
@@ -85,7 +86,9 @@ def parse(source: Config | RLConfig | dict[str, Any] | str | Path,
     if overrides:
         apply_overrides(raw, overrides)
     looked_in = resolve_paths(raw, base)
-    root: type[Config] | type[RLConfig] = RLConfig if "env" in raw else Config
+    # a recommendation run names its interactions (config/recommend.py)
+    root: type[Config] | type[RLConfig] | type[RecommendConfig] = RLConfig if "env" in raw \
+        else RecommendConfig if "interactions" in raw else Config
     try:
         cfg = root.model_validate(raw)
     except ValidationError as e:
@@ -307,11 +310,15 @@ class _UnionOf:
         return self.by_tag.get(part) if isinstance(part, str) else None
 
 
-def json_schema(kind: Literal["supervised", "rl"] = "supervised") -> dict[str, Any]:
-    """The JSON Schema of a config file, for editors: a supervised run or an RL run."""
-    schema = (RLConfig if kind == "rl" else Config).model_json_schema()
+def json_schema(kind: Literal["supervised", "rl", "recommend"] = "supervised"
+                ) -> dict[str, Any]:
+    """The JSON Schema of a config file, for editors: a supervised, RL or recommendation
+    run."""
+    root = {"rl": RLConfig, "recommend": RecommendConfig}.get(kind, Config)
+    schema = root.model_json_schema()  # type: ignore[attr-defined]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "layerwise RL config" if kind == "rl" else "layerwise config"
+    schema["title"] = {"rl": "layerwise RL config", "recommend": "layerwise recommendation "
+                       "config"}.get(kind, "layerwise config")
     return schema
 
 

@@ -40,12 +40,30 @@ class SplitConfig(_Strict):
     stratify: bool = Field(True, description="keep class shares equal across splits")
     column: str | None = Field(None, description="a column holding train/validation/test per row")
     seed: int | None = Field(None, description="split seed; defaults to the run seed")
+    # cross-validation (set by `layerwise cv`, one run per fold): the test split is fold
+    # `fold` of `folds` over the rows training draws from; see docs/decisions.md
+    folds: int | None = Field(None, ge=2, description="k-fold: the number of folds; the "
+                              "test split is one fold (split.test and a source's own test "
+                              "part are then not used)")
+    fold: int = Field(0, ge=0, description="k-fold: which fold is the test split, from 0")
+    repeat: int = Field(0, ge=0, description="k-fold: the repetition (each reshuffles the "
+                        "folds with another seed)")
+    group: str | None = Field(None, description="k-fold: a column whose rows stay together "
+                              "in one fold (grouped folds)")
 
     @model_validator(mode="after")
     def _sum_below_one(self) -> SplitConfig:
         if self.validation + self.test >= 1.0:
             raise ValueError(f"split.validation + split.test must be below 1; got "
                              f"{self.validation} + {self.test}")
+        if self.folds is None and (self.fold or self.repeat or self.group):
+            raise ValueError("split.fold, split.repeat and split.group need split.folds")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"split.fold must be below split.folds ({self.folds}); got "
+                             f"{self.fold}")
+        if self.folds is not None and self.column:
+            raise ValueError("split.folds and split.column exclude each other: the folds "
+                             "choose the test rows")
         return self
 
 
@@ -140,8 +158,12 @@ class TextInput(_Feature):
     tokenizer: Literal["char", "word", "bpe"] = Field(
         "word", description="char: characters; word: words and punctuation; bpe: byte-level "
         "byte-pair encoding (Hugging Face tokenizers)")
-    max_length: int = Field(128, gt=0, description="tokens kept per text; longer texts are "
-                            "truncated (the start is kept)")
+    max_length: int | Literal["auto"] = Field(
+        128, description="tokens kept per text, or auto: the 95th percentile of the training "
+        "texts' token counts (at most 512); longer texts are truncated as `truncate` says")
+    truncate: Literal["head", "tail", "head_tail"] = Field(
+        "head", description="what a text longer than max_length keeps: its start, its end, "
+        "or its first quarter and last three quarters")
     vocab_size: int = Field(20000, ge=4, description="largest vocabulary, <pad> and <unk> "
                             "included (bpe: the target size)")
     min_frequency: int = Field(1, ge=1, description="rarer tokens map to <unk>")
@@ -149,6 +171,13 @@ class TextInput(_Feature):
     missing: Literal["error", "constant"] = Field(
         "error", description="a missing cell (None/NaN); an empty string is an empty text")
     fill_value: str = ""
+
+    @model_validator(mode="after")
+    def _positive_length(self) -> TextInput:
+        if self.max_length != "auto" and self.max_length < 1:
+            raise ValueError(f"max_length must be a positive number of tokens or auto; got "
+                             f"{self.max_length}")
+        return self
 
 
 InputFeature = Annotated[Union[NumericInput, BinaryInput, CategoryInput, ImageInput, TextInput,
@@ -307,7 +336,31 @@ class TransformerConfig(_Family):
         return super().accepts_output(kind)
 
 
-ModelConfig = Annotated[Union[MLPConfig, CNNConfig, RNNConfig, TransformerConfig,
+class BagConfig(_Family):
+    """A bag of tokens and hashed token n-grams, averaged (fastText-style; models/bag.py):
+    trains in seconds, a strong baseline for small data sets and long texts."""
+
+    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "text")
+    output_kinds: ClassVar[tuple[str, ...]] = _HEADS
+
+    family: Literal["bag"]
+    embedding_dim: int = Field(32, gt=0, description="width of every token and n-gram vector")
+    ngrams: int = Field(2, ge=1, le=5, description="token n-grams up to n: 1 is tokens alone; "
+                        "with tokenizer: word these are word n-grams, with char character "
+                        "n-grams")
+    buckets: int = Field(16384, gt=0, description="hash buckets shared by the n-grams of "
+                         "length 2 and more (collisions share a vector; every step updates "
+                         "the whole table, so its cost grows with it)")
+    pooling: Literal["mean", "sqrt", "sum"] = Field(
+        "mean", description="mean, sum, or sum / sqrt(count) of the vectors of a text")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on the pooled vector and in "
+                           "the dense head")
+    dense: list[int] = Field(default_factory=list, description="dense layers after pooling "
+                             "(none: a linear model on the pooled vector, as fastText)")
+    activation: Activation = "relu"
+
+
+ModelConfig = Annotated[Union[MLPConfig, CNNConfig, RNNConfig, TransformerConfig, BagConfig,
                               AutoencoderConfig, VAEConfig, GANConfig, DiffusionConfig,
                               Seq2SeqConfig],
                         Field(discriminator="family")]
@@ -347,6 +400,17 @@ class EarlyStoppingConfig(_Strict):
     restore_best: bool = True
 
 
+class AdversarialConfig(_Strict):
+    """Adversarial training: each batch is replaced by its worst case within ``eps``."""
+
+    method: Literal["fgsm", "pgd"] = "pgd"
+    eps: float = Field(0.1, gt=0.0, description="the L-infinity radius, in raw input units "
+                       "(pixels in [0, 1]; standardised units for numeric columns)")
+    steps: int = Field(7, gt=0, description="pgd: gradient-sign steps (fgsm takes one)")
+    alpha: float | None = Field(None, gt=0.0, description="pgd: step size (default "
+                                "2.5 * eps / steps)")
+
+
 class TrainConfig(_Strict):
     """How to train: the Trainer's whole configuration."""
 
@@ -379,6 +443,9 @@ class TrainConfig(_Strict):
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile the model: auto compiles on CUDA for runs of at "
         "least 2,000 steps (on CPU it did not pay, see docs/benchmarks.md)")
+    adversarial: AdversarialConfig | None = Field(
+        None, description="train on adversarial examples of image or numeric inputs (a "
+        "step strategy, training/adversarial.py)")
 
 
 # ---------------------------------------------------------------------------- top level

@@ -20,12 +20,13 @@ from layerwise.data.batching import TensorData
 from layerwise.data.dataset import Dataset
 from layerwise.data.encoder import Encoder
 from layerwise.data.features import CategoryEncoder, ImageEncoder, make_encoder
+from layerwise.data.folds import fold_split
 from layerwise.data.seq2seq import SequenceEncoder
 from layerwise.data.series import build_series, encode_table
 from layerwise.data.sources import BadRows
 from layerwise.data.table import Table
 from layerwise.data.text import NextTokenEncoder, TextEncoder
-from layerwise.errors import DataError
+from layerwise.errors import ConfigError, DataError
 
 NUMERIC_KEY = "numeric"  # numeric + binary inputs, concatenated: float [N, k]
 CATEGORY_KEY = "category"  # category inputs, stacked: long [N, m]
@@ -264,12 +265,54 @@ def _split_at_random(parsed: dict[str, dict[str, np.ndarray]], data: DataConfig,
     return splits
 
 
+def _split_folds(parsed: dict[str, dict[str, np.ndarray]], table: Table, data: DataConfig,
+                 labels: Callable[[dict[str, np.ndarray]], np.ndarray | None], seed: int
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """Cross-validation (``data.split.folds``): the test split is one fold of the rows that
+    training draws from (a source's own test part is left out); the validation split is
+    held out of the other folds as ``split.validation`` says, by group when folds are."""
+    sp = data.split
+    pool = parsed["all"]
+    n = len(next(iter(pool.values())))
+    groups = table.column(sp.group) if sp.group else None
+    rest, held = fold_split(n, sp.folds or 2, sp.fold, labels(pool), groups,
+                            seed + 1000 * sp.repeat, where=table.origin)
+    splits = {"test": _subset(pool, held)}
+    pool = _subset(pool, rest)
+    if "validation" in parsed:
+        splits["validation"], splits["train"] = parsed["validation"], pool
+        return splits
+    frac = min(sp.validation / (1 - 1 / (sp.folds or 2)), 0.9)
+    if groups is not None and frac > 0:
+        keep, val = _group_split(groups[rest], frac, seed + 1)
+    else:
+        keep, val = _split(len(rest), frac, labels(pool), seed + 1)
+    splits["validation"], splits["train"] = _subset(pool, val), _subset(pool, keep)
+    return splits
+
+
+def _group_split(groups: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out), about ``frac`` of the rows held out in whole groups."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    g = np.array([str(v) for v in groups])
+    if len(np.unique(g)) < 2:
+        raise DataError("grouped folds: the training part holds one group; the validation "
+                        "split needs another (set data.split.validation: 0 or use more "
+                        "groups)")
+    keep, held = next(GroupShuffleSplit(1, test_size=frac, random_state=seed).split(g, g, g))
+    return np.sort(keep), np.sort(held)
+
+
 def build(cfg: Config) -> Dataset:
     """Load, check, split, fit encoders on train, and encode every split."""
     data = cfg.data
     schema = Schema.from_config(cfg)
     bad = BadRows(data.skip_bad_rows, data.max_bad_rows)
     parts = load_parts(data, bad)
+    if schema.series and data.split.folds:
+        raise ConfigError("data.split.folds: a time series is split chronologically; "
+                          "shuffled folds would train on the future")
     if schema.series:  # windows of one time-indexed table, split chronologically
         return build_series(cfg, schema, parts)
     parsed: dict[str, dict[str, np.ndarray]] = {}
@@ -283,6 +326,8 @@ def build(cfg: Config) -> Dataset:
 
     if data.split.column:
         splits = _split_by_column(tables["all"], data.split.column, parsed["all"])
+    elif data.split.folds:
+        splits = _split_folds(parsed, tables["all"], data, labels, seed)
     else:
         splits = _split_at_random(parsed, data, labels, seed)
 
@@ -297,7 +342,8 @@ def build(cfg: Config) -> Dataset:
             "skipped_bad_rows": bad.count}
     return Dataset(schema, encoded["train"], encoded.get("validation"), encoded.get("test"),
                    data_hash(splits), info, schema.reference(splits["train"]),
-                   raw_test=splits.get("test"), raw_train=splits["train"])
+                   raw_test=splits.get("test"), raw_train=splits["train"],
+                   raw_validation=splits.get("validation"))
 
 
 def encode_rows(schema: Schema, table: Table, *, targets: bool) -> tuple[TensorData, Table]:

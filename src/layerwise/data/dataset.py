@@ -27,3 +27,4 @@ class Dataset:
     reference: dict[str, Any] = field(default_factory=dict)
     raw_test: dict[str, np.ndarray] | None = None
     raw_train: dict[str, np.ndarray] | None = None  # for baselines on the same split
+    raw_validation: dict[str, np.ndarray] | None = None  # calibration (evaluation/)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from _csv import Reader
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aif", ".aiff"}
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".bin"}
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet",
             ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".npz": "npz"}
@@ -69,11 +70,19 @@ def infer_format(path: Path, given: str | None) -> str:
     if path.is_dir():
         return "images"
     fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None and path.suffix.lower() in AUDIO_SUFFIXES:
+        raise DataError(audio_unsupported(path))
     if fmt is None:
         raise DataError(f"{path}: cannot tell the format from the extension "
                         f"{path.suffix!r}; set data.format to one of csv, parquet, jsonl, "
                         "npz, images")
     return fmt
+
+
+def audio_unsupported(path: Path) -> str:
+    """The message for audio data: not an input type yet (rather than "no images")."""
+    return (f"{path}: audio ({path.suffix} files) is not supported as an input yet; "
+            "layerwise reads tables (CSV, Parquet, JSON Lines, .npz) and folders of images")
 
 
 def read(path: str | Path, fmt: str | None = None, *, delimiter: str = ",",
@@ -296,6 +305,10 @@ def read_image_folder(path: Path, limit: int | None) -> Table:
                 labels.append(d.name)
     loose = [f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
+        audio = [f for d in [path, *classes] for f in sorted(d.iterdir())
+                 if f.suffix.lower() in AUDIO_SUFFIXES]
+        if audio:
+            raise DataError(audio_unsupported(audio[0]))
         hint = " (images must sit in one sub-folder per class)" if loose else ""
         raise DataError(f"{path}: no images found{hint}")
     if limit:

@@ -43,6 +43,10 @@ class TagsEncoder(Encoder):
     def link(self, inputs: dict[str, Encoder]) -> None:
         src = inputs[self.cfg.input]
         assert isinstance(src, TextEncoder)
+        if src.cfg.truncate != "head":  # tags align with a text's tokens from its start
+            raise DataError(f"output {self.name!r}: tags need the text input "
+                            f"{src.name!r} to keep the start of long texts (truncate: head); "
+                            f"got truncate: {src.cfg.truncate}")
         self.source = src
 
     @property
@@ -87,7 +91,7 @@ class TagsEncoder(Encoder):
 
     def transform(self, values: np.ndarray) -> torch.Tensor:
         assert self.source is not None
-        t_max = self.source.cfg.max_length
+        t_max = self.source.max_length
         out = torch.full((len(values), t_max), IGNORE, dtype=torch.long)
         for i, seq in enumerate(values):
             ids = []
@@ -108,7 +112,7 @@ class TagsEncoder(Encoder):
         prob = logits.float().softmax(-1).amax(-1).tolist()
         out = []
         for i, text in enumerate(texts):
-            toks = self.tokens(text)[: self.source.cfg.max_length]
+            toks = self.tokens(text)[: self.source.max_length]
             shown = self._original(text)[: len(toks)]  # the text's own case, where it aligns
             toks = shown if len(shown) == len(toks) else toks
             out.append({"tokens": toks, "tags": [self.vocab[j] for j in best[i][: len(toks)]],

@@ -21,8 +21,9 @@ Defined behaviour for awkward input (docs/decisions.md):
 - an **empty text** becomes one ``<unk>`` token (length 1), so every row has a length
   and every model can pool over it;
 - **unseen characters or words** map to ``<unk>`` (BPE works on bytes and never does);
-- a **text longer than max_length tokens** is truncated, keeping its beginning; fitting
-  warns (:class:`TruncationWarning`) with how many training texts were cut;
+- a **text longer than max_length tokens** is truncated, keeping its start (``truncate:
+  tail`` its end, ``head_tail`` both); fitting warns (:class:`TruncationWarning`) with how
+  many training texts were cut; ``max_length: auto`` is fitted as the 95th percentile;
 - a **missing cell** (None / NaN) is an error naming the row, unless ``missing: constant``
   fills it (with ``fill_value``, default the empty text). ``"NA"`` or ``"none"`` are words.
 """
@@ -69,6 +70,8 @@ class TextEncoder(Encoder):
         self.vocab: list[str] = []  # char / word: index = id
         self._index: dict[str, int] = {}
         self._bpe: Any = None  # a tokenizers.Tokenizer for bpe
+        # tokens kept per text: the config's, or fitted from the training texts (auto)
+        self.max_length: int = cfg.max_length if cfg.max_length != "auto" else 0
 
     # -- checking -------------------------------------------------------------------------
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -106,6 +109,8 @@ class TextEncoder(Encoder):
             kept = [t for t, c in ranked if c >= cfg.min_frequency]
             self.vocab = [PAD, UNK] + kept[: max(0, cfg.vocab_size - 2)]
             self._index = {t: i for i, t in enumerate(self.vocab)}
+        if self.cfg.max_length == "auto":
+            self.max_length = auto_length(self._token_counts(values))
         self._warn_truncated(values)
 
     def _token_counts(self, values: np.ndarray) -> list[int]:
@@ -117,15 +122,16 @@ class TextEncoder(Encoder):
     def _warn_truncated(self, values: np.ndarray) -> None:
         """Say how many training texts ``max_length`` cuts: silently losing the end of most
         texts is the likeliest reason a text model learns little."""
-        t_max = self.cfg.max_length
+        t_max = self.max_length
         cut = sum(n > t_max for n in self._token_counts(values))
         if cut:
             share = cut / len(values)
             pct = "<0.1%" if share < 0.001 else f"{share:.1%}"
             warnings.warn(TruncationWarning(
                 f"text input {self.name!r}: {cut:,} of {len(values):,} training texts ({pct}) "
-                f"are longer than max_length {t_max} tokens and were cut, keeping their "
-                "start; raise max_length on this input to keep more"), stacklevel=3)
+                f"are longer than max_length {t_max} tokens and were cut, keeping "
+                f"{_KEPT[self.cfg.truncate]}; raise max_length on this input to keep more"),
+                stacklevel=3)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of one text, before truncation (no padding)."""
@@ -147,7 +153,10 @@ class TextEncoder(Encoder):
         return int(self._bpe.get_vocab_size()) if self._bpe is not None else len(self.vocab)
 
     def transform(self, values: np.ndarray) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        t_max = self.cfg.max_length
+        t_max = self.max_length
+        if not t_max:
+            raise DataError(f"text input {self.name!r}: max_length auto is chosen when the "
+                            "encoder is fitted; fit it first")
         if self._bpe is not None:
             encoded = [e.ids for e in self._bpe.encode_batch([str(v) for v in values])]
         else:
@@ -155,7 +164,7 @@ class TextEncoder(Encoder):
         ids = torch.zeros(len(values), t_max, dtype=torch.long)  # PAD_ID == 0
         lengths = torch.ones(len(values), dtype=torch.long)
         for i, seq in enumerate(encoded):
-            seq = seq[:t_max] or [UNK_ID]  # truncate, keeping the start; empty → <unk>
+            seq = truncated(seq, t_max, self.cfg.truncate) or [UNK_ID]  # empty → <unk>
             ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             lengths[i] = len(seq)
         return {"ids": ids, "lengths": lengths}
@@ -163,14 +172,18 @@ class TextEncoder(Encoder):
     # -- persistence ----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         if self._bpe is not None:
-            return {"tokenizer": "bpe", "bpe": json.loads(self._bpe.to_str())}
-        return {"tokenizer": self.cfg.tokenizer, "vocab": self.vocab}
+            return {"tokenizer": "bpe", "bpe": json.loads(self._bpe.to_str()),
+                    "max_length": self.max_length}
+        return {"tokenizer": self.cfg.tokenizer, "vocab": self.vocab,
+                "max_length": self.max_length}
 
     def load_state(self, state: dict[str, Any]) -> None:
         if state.get("tokenizer") != self.cfg.tokenizer:
             raise DataError(f"text input {self.name!r}: saved tokenizer "
                             f"{state.get('tokenizer')!r} differs from the config's "
                             f"{self.cfg.tokenizer!r}")
+        # artifacts saved before max_length could be auto hold the config's number only
+        self.max_length = int(state.get("max_length", self.max_length))
         if self.cfg.tokenizer == "bpe":
             Tokenizer = _tokenizers().Tokenizer
             self._bpe = Tokenizer.from_str(json.dumps(state["bpe"]))
@@ -181,17 +194,44 @@ class TextEncoder(Encoder):
         self._index = {t: i for i, t in enumerate(self.vocab)}
 
     def describe(self) -> dict[str, Any]:
-        return {"vocab_size": self.size, "max_length": self.cfg.max_length, "pad_id": PAD_ID}
+        return {"vocab_size": self.size, "max_length": self.max_length, "pad_id": PAD_ID}
 
     def reference(self, values: np.ndarray) -> dict[str, Any]:
         enc = self.transform(values)
         lengths = enc["lengths"].float()
         unk = (enc["ids"] == UNK_ID).sum().item()
-        truncated = sum(n > self.cfg.max_length for n in self._token_counts(values))
+        truncated = sum(n > self.max_length for n in self._token_counts(values))
         return {"count": int(len(values)), "vocab_size": self.size,
                 "mean_tokens": float(lengths.mean()) if len(values) else None,
                 "unknown_rate": float(unk / max(1.0, lengths.sum().item())),
                 "truncated": int(truncated)}
+
+
+AUTO_PERCENTILE, AUTO_CAP = 95, 512
+_KEPT = {"head": "their start", "tail": "their end",
+         "head_tail": "their first quarter and last three quarters"}
+
+
+def auto_length(counts: list[int]) -> int:
+    """``max_length: auto``: the 95th percentile of the training texts' token counts, at
+    least 1 and at most 512 (so that one very long text does not set the width)."""
+    if not counts:
+        return 1
+    return int(min(AUTO_CAP, max(1, np.ceil(np.percentile(counts, AUTO_PERCENTILE)))))
+
+
+def truncated(ids: list[int], t_max: int, how: str) -> list[int]:
+    """At most ``t_max`` ids of a text: its start (head), its end (tail), or its first
+    quarter and last three quarters (head_tail: the beginning states the topic, the end
+    the conclusion; Sun et al., 2019, "How to Fine-Tune BERT for Text Classification")."""
+    if len(ids) <= t_max:
+        return ids
+    if how == "tail":
+        return ids[-t_max:]
+    if how == "head_tail":
+        head = t_max // 4
+        return ids[:head] + ids[len(ids) - (t_max - head):]
+    return ids[:t_max]
 
 
 def _tokenizers() -> Any:

@@ -23,7 +23,7 @@ from layerwise.data.features import BinaryEncoder, CategoryEncoder, NumericEncod
 from layerwise.data.table import Table
 from layerwise.data.text import UNK_ID, NextTokenEncoder
 from layerwise.errors import ConfigError, DataError
-from layerwise.inference import generative, seq2seq, sequences
+from layerwise.inference import backends, calibrated, generative, seq2seq, sequences
 
 Columns = dict[str, list[Any]]  # decoded values: a column name → one value per row
 
@@ -36,15 +36,24 @@ class Predictor:
     threads of a server.
     """
 
-    def __init__(self, artifact: art.Artifact) -> None:
+    def __init__(self, artifact: art.Artifact, backend: str | None = None) -> None:
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.schema = artifact.schema
         self.config = artifact.config
+        self.use_backend(backend or backends.default_backend(artifact.meta))
+
+    def use_backend(self, name: str) -> Predictor:
+        """Run ``forward`` with backend ``name`` (see inference/backends.py: eager,
+        compiled, bf16, onnxruntime, onnxruntime-int8); returns the predictor."""
+        self._runner = backends.make(name, self.model, self.artifact.path, self.meta)
+        self.backend = name
+        return self
 
     @classmethod
-    def load(cls, path: str | Path) -> Predictor:
-        return cls(art.load(path))
+    def load(cls, path: str | Path, backend: str | None = None) -> Predictor:
+        """``backend``: by name; default: the one recorded for this machine, else eager."""
+        return cls(art.load(path), backend)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -96,7 +105,7 @@ class Predictor:
         outs: list[dict[str, torch.Tensor]] = []
         for start in range(0, n, batch_size):
             idx = torch.arange(start, min(n, start + batch_size))
-            outs.append(self.model(take(data.inputs, idx)))
+            outs.append(self._runner(take(data.inputs, idx)))
         return {k: torch.cat([o[k] for o in outs]).float() for k in outs[0]}
 
     def predict(self, rows: Any, batch_size: int = 1024) -> list[dict[str, Any]]:
@@ -176,12 +185,14 @@ class Predictor:
         ``DECODERS``; ``inputs``, the encoded rows, are needed by a ``next_token`` output
         (it reads the token after each text's end)."""
         cols: Columns = {}
+        outputs = calibrated.scale(self.meta, outputs)  # stored temperatures (calibrate)
         for enc in self.schema.outputs:
             decoder = DECODERS.get(enc.kind)
             if decoder is None:
                 raise ConfigError(f"output {enc.name!r} of type {enc.kind!r} has no row "
                                   f"decoder; decodable types: {', '.join(sorted(DECODERS))}")
             cols.update(decoder(enc, outputs[enc.name], inputs or {}))
+            cols.update(calibrated.conformal_columns(enc, outputs[enc.name], cols, self.meta))
         n = len(next(iter(cols.values())))
         return [{k: v[i] for k, v in cols.items()} for i in range(n)]
 

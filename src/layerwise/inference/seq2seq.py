@@ -23,12 +23,22 @@ import torch
 
 from layerwise.data.batching import TensorData, take
 from layerwise.data.seq2seq import SequenceEncoder
+from layerwise.errors import ConfigError
 from layerwise.models.transformer import pick
 
 
 def sequence_output(schema: Any) -> SequenceEncoder | None:
     """The schema's sequence output, if it has one."""
     return next((e for e in schema.outputs if isinstance(e, SequenceEncoder)), None)
+
+
+def _the_sequence_output(schema: Any) -> Any:
+    """The sequence output of a sequence-to-sequence model (refused for any other)."""
+    enc = sequence_output(schema)
+    if enc is None:
+        raise ConfigError("this model has no sequence output: it does not generate text "
+                          "from a source text")
+    return enc
 
 
 def decode_rows(backbone: Any, enc: SequenceEncoder, inputs: dict[str, Any], *,
@@ -51,8 +61,7 @@ def decode_rows(backbone: Any, enc: SequenceEncoder, inputs: dict[str, Any], *,
 def predict(predictor: Any, data: TensorData, beams: int | None = None,
             batch_size: int = 256) -> list[dict[str, Any]]:
     """One dict per row: the generated text and its probability."""
-    enc = sequence_output(predictor.schema)
-    assert enc is not None
+    enc = _the_sequence_output(predictor.schema)
     ids, scores = decode_rows(predictor.model.backbone, enc, data.inputs, beams=beams,
                               batch_size=batch_size)
     return [{enc.name: enc.decode(i), f"{enc.name}_probability": math.exp(s)}
@@ -65,8 +74,7 @@ def generate(predictor: Any, prompt: str, max_tokens: int | None = None, *,
              seed: int | None = None, use_cache: bool = True) -> str:
     """The output for one source text: greedy (``temperature`` None or 0), beam search
     (``beams > 1``), or a sample (``temperature > 0``, with ``top_k`` / ``top_p``)."""
-    enc = sequence_output(predictor.schema)
-    assert enc is not None
+    enc = _the_sequence_output(predictor.schema)
     backbone = predictor.model.backbone
     text = predictor.schema.texts[0].transform(np.array([prompt], dtype=object))
     choose = None
@@ -87,8 +95,7 @@ def attention(predictor: Any, source: str, beams: int | None = None) -> dict[str
     """Generate for ``source`` and return the weights that produced the output: the
     source and output tokens, and ``encoder`` / ``decoder`` / ``cross`` weights per block
     (``cross``: ``[heads, output tokens (+ <eos>), source tokens]``)."""
-    enc = sequence_output(predictor.schema)
-    assert enc is not None
+    enc = _the_sequence_output(predictor.schema)
     backbone = predictor.model.backbone
     src_enc = predictor.schema.texts[0]
     text = src_enc.transform(np.array([source], dtype=object))
@@ -108,8 +115,7 @@ def attention(predictor: Any, source: str, beams: int | None = None) -> dict[str
 def exact_rows(model: Any, schema: Any, inputs: dict[str, Any],
                targets: torch.Tensor) -> torch.Tensor:
     """1.0 where decoding (greedy, or the output's beams) reproduces the target exactly."""
-    enc = sequence_output(schema)
-    assert enc is not None
+    enc = _the_sequence_output(schema)
     ids, _ = decode_rows(model.backbone, enc, inputs, batch_size=len(targets))
     want = [enc.strip(r) for r in targets[:, 1:].tolist()]
     return torch.tensor([float(a == b) for a, b in zip(ids, want, strict=True)])

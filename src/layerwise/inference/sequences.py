@@ -13,6 +13,7 @@ from layerwise.data.batching import TensorData
 from layerwise.data.series import ForecastEncoder, encode_table
 from layerwise.data.table import Table
 from layerwise.data.tags import TagsEncoder
+from layerwise.errors import ConfigError
 
 
 def tags_output(schema: Any) -> TagsEncoder | None:
@@ -23,7 +24,9 @@ def tags_output(schema: Any) -> TagsEncoder | None:
 def forecast(predictor: Any, table: Table) -> list[dict[str, Any]]:
     """What follows the table: the next ``horizon`` values in the target's units."""
     enc = predictor.schema.outputs[0]
-    assert isinstance(enc, ForecastEncoder)
+    if not isinstance(enc, ForecastEncoder):
+        raise ConfigError(f"output {enc.name!r} is not a forecast; this model does not "
+                          "forecast a series")
     data, extra = encode_table(predictor.schema, table, targets=False)
     values = enc.decode(predictor.forward(data)[enc.name], extra["last"])
     return [{enc.name: [float(v) for v in row], f"{enc.name}_time": times}
@@ -33,6 +36,7 @@ def forecast(predictor: Any, table: Table) -> list[dict[str, Any]]:
 def tag(predictor: Any, data: TensorData, table: Table, batch_size: int) -> list[dict[str, Any]]:
     """The most likely tag of every token of each text (the tags output is the only one)."""
     enc = tags_output(predictor.schema)
-    assert enc is not None
+    if enc is None:
+        raise ConfigError("this model has no tags output: it does not tag tokens")
     out = predictor.forward(data, min(batch_size, 256))[enc.name]  # [N, T, n]
     return [{enc.name: d} for d in enc.decode(out, table.column(enc.cfg.input))]

@@ -82,7 +82,10 @@ def trim(text: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, tor
     Rows are padded to ``max_length`` once, at encoding; cutting here makes the padding free.
     """
     lengths = text["lengths"]
-    t = int(lengths.max()) if lengths.numel() else 1
+    if torch.compiler.is_exporting():  # a graph with a dynamic time axis: the caller trims
+        t = text["ids"].shape[1]
+    else:
+        t = int(lengths.max()) if lengths.numel() else 1
     ids = text["ids"][:, :t]
     mask = torch.arange(t, device=ids.device)[None, :] < lengths[:, None]  # True = a token
     return ids, lengths, mask

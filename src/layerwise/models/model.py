@@ -37,7 +37,8 @@ class LayerwiseModel(nn.Module):
         for name, head in self.heads.items():
             part = head.loss_weight * head.loss(outputs[name], targets[name])
             total = part if total is None else total + part
-        assert total is not None  # a model always has at least one head
+        if total is None:  # build_model refuses a model without outputs
+            raise ConfigError("the model has no output heads: nothing to train")
         return total
 
     def compact(self, outputs: dict[str, torch.Tensor],

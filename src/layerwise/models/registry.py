@@ -27,6 +27,7 @@ T = TypeVar("T", bound=type[nn.Module])
 # family name → "module:class"; tests/test_registries.py checks every config family is here
 BUILTIN_FAMILIES: dict[str, str] = {
     "autoencoder": "layerwise.models.autoencoder:Autoencoder",
+    "bag": "layerwise.models.bag:Bag",
     "cnn": "layerwise.models.cnn:CNN",
     "diffusion": "layerwise.models.diffusion:Diffusion",
     "gan": "layerwise.models.gan:GAN",

@@ -59,6 +59,12 @@ class SequenceEncoder(nn.Module):
     def forward(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
         ids, lengths, mask = trim(text)                       # [B, T], [B], [B, T]
         x = self.drop(self.embedding(ids))                    # [B, T, E]
+        if torch.compiler.is_exporting():  # packing does not export: the same, unpacked
+            states, last = unpacked(self.rnn, x, lengths)
+            if self.pooling == "last":
+                return last
+            return self.attention(states, mask) if self.attention is not None \
+                else masked_pool(states, mask, self.pooling)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, h_n = self.rnn(packed)
         if self.pooling == "last":
@@ -74,10 +80,50 @@ class SequenceEncoder(nn.Module):
         """Per-token states ``[B, T, H·dirs]`` (T: the batch's longest text; 0 on padding)."""
         ids, lengths, _ = trim(text)
         x = self.drop(self.embedding(ids))
+        if torch.compiler.is_exporting():
+            return self.drop(unpacked(self.rnn, x, lengths)[0])
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
         states, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
         return self.drop(states)
+
+
+def unpacked(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the packed run gives, without packing (which graph export cannot trace): states
+    ``[B, T, H·dirs]`` (0 on padding) and the top layer's last states ``[B, H·dirs]``.
+
+    Each direction of each layer runs on its own over the padded batch; the reverse one
+    over each row's tokens reversed in place (padding stays at the end), so it starts at
+    the row's last token as the packed run does. Eval mode only (no dropout between
+    layers)."""
+    b, t = x.shape[:2]
+    pos = torch.arange(t, device=x.device)[None, :]                     # [1, T]
+    valid = pos < lengths[:, None]                                      # [B, T]
+    rev = torch.where(valid, lengths[:, None] - 1 - pos, pos)           # [B, T]
+    last_idx = (lengths - 1).clamp(min=0)[:, None, None]                # [B, 1, 1]
+    fn = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh,
+          "RNN_RELU": torch.rnn_relu}[rnn.mode]
+    dirs = 2 if rnn.bidirectional else 1
+    lasts: list[torch.Tensor] = []
+    for layer in range(rnn.num_layers):
+        outs, lasts = [], []
+        for d in range(dirs):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            params = [getattr(rnn, f"{k}{sfx}") for k in ("weight_ih", "weight_hh",
+                                                            "bias_ih", "bias_hh")
+                      if hasattr(rnn, f"{k}{sfx}")]
+            h0 = x.new_zeros(1, b, rnn.hidden_size)
+            hx: Any = (h0, h0) if rnn.mode == "LSTM" else h0
+            idx = rev[..., None].expand(-1, -1, x.shape[2])
+            inp = x.gather(1, idx) if d else x
+            out = fn(inp, hx, params, rnn.bias, 1, 0.0, False, False, True)[0]  # [B, T, H]
+            lasts.append(out.gather(1, last_idx.expand(-1, 1, out.shape[2]))[:, 0])
+            if d:
+                out = out.gather(1, rev[..., None].expand(-1, -1, out.shape[2]))
+            outs.append(out)
+        x = torch.cat(outs, dim=2) * valid[..., None].to(x.dtype)      # [B, T, H·dirs]
+    return x, torch.cat(lasts, dim=1)
 
 
 def _forget_bias_one(rnn: nn.RNNBase, hidden: int) -> None:

@@ -331,7 +331,8 @@ class Decoder:
         scores = torch.zeros(1)
         logits = self._prime(ids, True)[None]                 # [1, V]
         caches = self._caches
-        assert caches is not None
+        if caches is None:  # _prime(ids, True) sets them
+            raise RuntimeError("beam search needs the key/value caches the prompt fills")
         for t in range(max_tokens):
             total = scores[:, None] + logits.log_softmax(-1)  # [b, V]
             top = total.flatten().topk(min(beams, total.numel()))

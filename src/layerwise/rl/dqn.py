@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from layerwise.config import DQNConfig, RLConfig
+from layerwise.errors import ConfigError
 from layerwise.rl.env import EnvPool
 from layerwise.rl.networks import QNetwork, agent_network
 from layerwise.rl.replay import ReplayBuffer
@@ -33,10 +34,13 @@ class DQN:
     """The DQN agent; ``net`` is the online Q-network (the policy)."""
 
     def __init__(self, cfg: RLConfig, pool: EnvPool, device: torch.device) -> None:
-        assert isinstance(cfg.agent, DQNConfig)  # the runner dispatches on agent.algo
+        if not isinstance(cfg.agent, DQNConfig):  # the runner dispatches on agent.algo
+            raise ConfigError(f"agent.algo {cfg.agent.algo!r} is not trained by this agent")
         self.cfg, self.a, self.device = cfg, cfg.agent, device
         net = agent_network(cfg, pool, device)
-        assert isinstance(net, QNetwork)  # build_network dispatches on agent.algo too
+        if not isinstance(net, QNetwork):  # build_network dispatches on agent.algo too
+            raise ConfigError(f"the network for agent.algo {cfg.agent.algo!r} is a "
+                              f"{type(net).__name__}, not a QNetwork")
         self.net = net
         self.target = copy.deepcopy(self.net).requires_grad_(False)
         self.n_actions = pool.action_spec["n"]

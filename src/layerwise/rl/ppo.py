@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from layerwise.config import PPOConfig, RLConfig
+from layerwise.errors import ConfigError
 from layerwise.rl.env import EnvPool
 from layerwise.rl.networks import ActorCritic, agent_network
 from layerwise.training.guard import Guard
@@ -31,10 +32,13 @@ class PPO:
     """The PPO agent; ``net`` is the actor-critic (its actor is the policy)."""
 
     def __init__(self, cfg: RLConfig, pool: EnvPool, device: torch.device) -> None:
-        assert isinstance(cfg.agent, PPOConfig)  # the runner dispatches on agent.algo
+        if not isinstance(cfg.agent, PPOConfig):  # the runner dispatches on agent.algo
+            raise ConfigError(f"agent.algo {cfg.agent.algo!r} is not trained by this agent")
         self.cfg, self.a, self.device = cfg, cfg.agent, device
         net = agent_network(cfg, pool, device)
-        assert isinstance(net, ActorCritic)  # build_network dispatches on agent.algo too
+        if not isinstance(net, ActorCritic):  # build_network dispatches on agent.algo too
+            raise ConfigError(f"the network for agent.algo {cfg.agent.algo!r} is a "
+                              f"{type(net).__name__}, not a ActorCritic")
         self.net = net
         self.opt = build_optimizer(self.net.parameters(), cfg.train.optimizer)
         self.rollout_steps = self.a.n_steps * pool.num_envs

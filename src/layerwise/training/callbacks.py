@@ -209,6 +209,83 @@ class GradTelemetry(Callback):
         self.sum, self.count = state["sum"], state["count"]
 
 
+class ActivationTelemetry(Callback):
+    """The share of dead units per ReLU layer, logged per epoch as ``dead_relu/<layer>``.
+
+    A unit (a feature of a linear layer, a channel of a convolution) is dead on a batch
+    when its output is zero for every row and position. Forward hooks are attached only
+    for the forward pass of a sampled step (``telemetry_every``, the steps whose gradient
+    norms are kept) and detach themselves after it, so other steps run no extra code;
+    the hooks only read outputs, so training results do not change.
+    """
+
+    state_key = "activations"
+
+    def __init__(self, model: Any = None, every: int = 25) -> None:
+        import torch
+
+        relu = (torch.nn.ReLU, torch.nn.ReLU6)
+        self.modules = [(n, m) for n, m in model.named_modules() if isinstance(m, relu)] \
+            if model is not None else []
+        self.every = every
+        self.sum = [0.0] * len(self.modules)
+        self.count = [0] * len(self.modules)
+        self.handles: list[Any] = []
+
+    def _arm(self, step: int) -> None:
+        if not self.modules or step % self.every:
+            return
+        self._disarm()  # a hook a forward pass never reached (an unused layer)
+        self.handles = [m.register_forward_hook(self._hook(i))
+                        for i, (_, m) in enumerate(self.modules)]
+
+    def _disarm(self) -> None:
+        for h in self.handles:
+            if h is not None:
+                h.remove()
+        self.handles = []
+
+    def _hook(self, i: int) -> Any:
+        def hook(module: Any, args: Any, out: Any) -> None:
+            if not module.training:  # validation passes do not count
+                return
+            import torch
+
+            with torch.no_grad():
+                alive = out.detach().reshape(out.shape[0], out.shape[1], -1) > 0
+                dead = (~alive.any(dim=2).any(dim=0)).float().mean()
+            self.sum[i] += float(dead)
+            self.count[i] += 1
+            self.handles[i].remove()
+            self.handles[i] = None
+            if all(h is None for h in self.handles):
+                self.handles = []
+        return hook
+
+    def on_fit_start(self, trainer: Any, model: Any) -> None:
+        self._arm(trainer.state.step)
+
+    def on_step_end(self, trainer: Any, step: int, loss: Any) -> None:
+        self._arm(step)
+
+    def on_fit_end(self, trainer: Any, result: Any) -> None:
+        self._disarm()
+
+    def epoch_logs(self) -> dict[str, float]:
+        out = {f"dead_relu/{n}": s / c for (n, _), s, c in
+               zip(self.modules, self.sum, self.count) if c}
+        self.sum = [0.0] * len(self.modules)
+        self.count = [0] * len(self.modules)
+        return out
+
+    def state_dict(self) -> Any:
+        return {"sum": list(self.sum), "count": list(self.count)}
+
+    def load_state_dict(self, state: Any) -> None:
+        if state and len(state.get("sum", ())) == len(self.modules):
+            self.sum, self.count = list(state["sum"]), list(state["count"])
+
+
 class Checkpointing(Callback):
     """Writes the checkpoint every ``checkpoint_every`` steps, at epoch ends (the Trainer
     calls :meth:`Trainer.save_checkpoint`) and when SIGTERM asked to stop."""

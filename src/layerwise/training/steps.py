@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from layerwise.training.distributed import loss_share
 from layerwise.training.phases import Phases
 from layerwise.training.trees import batch_len
 
@@ -45,6 +46,8 @@ class PlainStep:
         t, st, acc = self.trainer, self.trainer.state, self.trainer.config.accumulate
         with autocast():
             loss = t.training_step(t.forward_module, (inputs, targets))
+        if t.world is not None:  # this rank's part of the batch's mean loss
+            loss = loss * loss_share()
         scaled = loss / acc if acc > 1 else loss
         (t.scaler.scale(scaled) if t.scaler else scaled).backward()
         self.step_loss = loss.detach() if self.step_loss is None else \
@@ -63,6 +66,8 @@ class PlainStep:
             self.trainer.scaler
         if scaler is not None:
             scaler.unscale_(self.opt)
+        if t.world is not None:
+            step_loss = self._agree(step_loss)
         v = t.guard.measure(self.params, step_loss, clip=cfg.grad_clip, micro=micro)
         if v.finite:
             t.guard.ok(st)
@@ -83,6 +88,16 @@ class PlainStep:
 
     def epoch_logs(self) -> dict[str, float]:
         return {}
+
+    def _agree(self, step_loss: torch.Tensor) -> torch.Tensor:
+        """The batch's loss, from every rank's part, in the all-reduce that also tells
+        every rank whether one of them was asked to stop (SIGTERM reaches each worker at
+        its own moment; they must stop after the same step)."""
+        t = self.trainer
+        both = t.world.mean(torch.stack([step_loss.float(),
+                                         torch.tensor(float(t.interrupt_requested))]))
+        t.interrupt_requested = bool(both[1] > 0)
+        return both[0]
 
 
 class PhasedStep:

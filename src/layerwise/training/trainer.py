@@ -44,7 +44,10 @@ from layerwise.data.batching import (
 )
 from layerwise.errors import CheckpointError, ConfigError
 from layerwise.training import checkpoint as ckpt
+from layerwise.training import distributed
+from layerwise.training.adversarial import AdversarialStep, Box
 from layerwise.training.callbacks import (
+    ActivationTelemetry,
     Callback,
     Checkpointing,
     EarlyStopping,
@@ -130,8 +133,10 @@ class Trainer:
                  callbacks: Sequence[Callback] = (),
                  checkpoint_dir: str | Path | None = None,
                  resume: bool = False,
-                 augment: Augmenter | None = None) -> None:
+                 augment: Augmenter | None = None,
+                 input_boxes: dict[str, Box] | None = None) -> None:
         self.config = config or TrainConfig()
+        self.input_boxes = input_boxes  # train.adversarial: raw units and ranges per input
         self.loss_fn = loss_fn
         self.metrics_fn = metrics_fn
         self.callbacks = list(callbacks)
@@ -152,10 +157,12 @@ class Trainer:
         self.scheduler: Any = None
         self.strategy: PlainStep | PhasedStep | None = None
         self.telemetry = GradTelemetry([])
+        self.activations = ActivationTelemetry()
         self.early_stopping = EarlyStopping(self.config.early_stopping) \
             if self.config.early_stopping else None
         self.scaler: torch.amp.GradScaler | None = None
-        self.forward_module: nn.Module | None = None   # the model, or its compiled form
+        self.forward_module: nn.Module | None = None   # the model, compiled or parallel
+        self.world: distributed.World | None = None    # set by fit under torchrun
 
     # -- the parts a subclass may override ------------------------------------------------
     def compute_loss(self, model: nn.Module, outputs: Any, targets: Any) -> torch.Tensor:
@@ -192,6 +199,7 @@ class Trainer:
         choices = self._choose(model, train_data, saved)
         ckpt.seed_all(cfg.seed)
         device = torch.device(choices.device)
+        self.world = self._join(model, device)
         channels_last = choices.memory_format == "channels_last"
         model.to(device)
         if channels_last:
@@ -205,14 +213,17 @@ class Trainer:
         if saved is None or not saved.get("choices"):  # after the config checks above
             batch = to_device(next(iter(batches.epoch(0))), device, channels_last)
             settle(choices, cfg, model, batch, device, lambda m: self.training_step(m, batch))
+        if self.world is not None:
+            choices = self._agree(choices, self.world)
         torch.set_num_threads(choices.threads)
         self.scaler = grad_scaler(choices, device)
-        self.forward_module = compiled(model, cfg.compile, device,
-                                       self.steps_per_epoch * cfg.epochs, choices)
+        self.forward_module = distributed.parallel(model, device) if self.world else \
+            compiled(model, cfg.compile, device, self.steps_per_epoch * cfg.epochs, choices)
         if self.augment is None:
             self.augment = Augmenter({}, cfg.seed)
         self.telemetry = GradTelemetry([n for n, p in model.named_parameters()
                                         if p.requires_grad])
+        self.activations = ActivationTelemetry(model, cfg.telemetry_every)
         self.history, self.state = [], TrainState()
         if saved is not None:
             self._restore(model, saved)
@@ -228,7 +239,34 @@ class Trainer:
                            {"epoch": self.state.best_epoch + 1, "value": self.state.best})
         for cb in run.callbacks:
             cb.on_fit_end(self, result)
+        if self.world is not None:
+            distributed.convert(model, to_rank=False)
         return result
+
+    def _join(self, model: nn.Module, device: torch.device) -> distributed.World | None:
+        """Under torchrun: join the run's process group and make the model's batch-norm and
+        dropout layers see the whole batch (see :mod:`layerwise.training.distributed`)."""
+        world = distributed.join(device)
+        if world is None:
+            return None
+        distributed.check_model(model)
+        if getattr(self.config, "adversarial", None) is not None:
+            raise ConfigError("train.adversarial trains in one process; drop --nproc")
+        distributed.convert(model)
+        return world
+
+    def _agree(self, choices: Choices, world: distributed.World) -> Choices:
+        """Rank 0's choices on every rank (they change the arithmetic), with the threads
+        of this rank's share of the machine's cores."""
+        import os
+
+        agreed = Choices.from_dict(world.agree(choices.as_dict()))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+        agreed.threads = self.config.threads or max(1, cores // world.local_size)
+        agreed.reasons["threads"] = f"{world.local_size} processes share {cores} cores"
+        self.choices = agreed
+        return agreed
 
     def _choose(self, model: nn.Module, train_data: Any, saved: dict[str, Any] | None
                 ) -> Choices:
@@ -252,6 +290,9 @@ class Trainer:
         cfg = self.config
         self.model = model
         total = self.steps_per_epoch * cfg.epochs
+        if cfg.adversarial is not None and getattr(model, "phases", ()):
+            raise ConfigError("train.adversarial is for models trained in one step; a "
+                              "phased model (gan) cannot use it")
         if getattr(model, "phases", ()):  # e.g. a GAN: one optimizer per phase
             phases = Phases(model, cfg, total, self.steps_per_epoch)
             self.optimizer, self.scheduler = phases.optimizer, phases.scheduler
@@ -264,14 +305,17 @@ class Trainer:
         self.optimizer = build_optimizer(params, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, total,
                                          self.steps_per_epoch)
-        self.strategy = PlainStep(self, model, self.optimizer, self.scheduler, n_batches)
+        self.strategy = PlainStep(self, model, self.optimizer, self.scheduler, n_batches) \
+            if cfg.adversarial is None else AdversarialStep(
+                self, model, self.optimizer, self.scheduler, n_batches, self.input_boxes)
         return self.strategy
 
     def _all_callbacks(self) -> list[Callback]:
         """Early stopping first (it decides before anyone sees the epoch), the user's,
         progress, then checkpointing last (a callback that raises stops the save)."""
         first = [self.early_stopping] if self.early_stopping else []
-        return [*first, *self.callbacks, *self._progress_callbacks(), Checkpointing()]
+        return [*first, self.activations, *self.callbacks, *self._progress_callbacks(),
+                Checkpointing()]
 
     def _batches(self, data: Any, choices: Choices, *, shuffle: bool, device: torch.device,
                  batch_size: int | None = None) -> InMemoryBatches:
@@ -288,6 +332,8 @@ class Trainer:
 
     def _progress_callbacks(self) -> list[Callback]:
         mode = self.config.progress
+        if self.world is not None and not self.world.main:
+            return []  # rank 0 reports for the run
         if mode == "auto":
             import sys
 
@@ -308,7 +354,12 @@ class Trainer:
             targets = to_device(targets, device, False)
             if self.augment:
                 inputs = self.augment(inputs)
-            outcome = run.strategy(inputs, targets, autocast)
+            if self.world is None:
+                outcome = run.strategy(inputs, targets, autocast)
+            else:  # this rank's rows; random layers draw for the whole batch
+                with distributed.batch_window(self.world, batch_len(targets, inputs)) as r:
+                    outcome = run.strategy(distributed.take_rows(inputs, r),
+                                           distributed.take_rows(targets, r), autocast)
             if outcome is None:  # gradients accumulate
                 continue
             self._end_step(outcome, run.callbacks)
@@ -346,6 +397,7 @@ class Trainer:
                 cb.on_validation_end(self, st.epoch, val)
         logs.update(run.strategy.epoch_logs())
         logs.update(self.telemetry.epoch_logs())
+        logs.update(self.activations.epoch_logs())
         self.history.append(logs)
         for cb in run.callbacks:
             cb.on_epoch_end(self, st.epoch, logs)
@@ -391,7 +443,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write ``checkpoint_dir/last.ckpt`` atomically (a no-op without a directory, or
         while the model holds non-finite weights)."""
-        if self.checkpoint_dir is None or self.model is None:
+        if self.checkpoint_dir is None or self.model is None or (
+                self.world is not None and not self.world.main):  # rank 0 writes
             return
         if not ckpt.is_finite(self.model):
             import warnings
@@ -406,6 +459,7 @@ class Trainer:
             if self.augment is not None else None,
             "best_state": self.early_stopping.state_dict() if self.early_stopping else None,
             "grad": self.telemetry.state_dict(),
+            "activations": self.activations.state_dict(),
             "config": self.config.model_dump(mode="json"),
             "choices": self._c.as_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -441,5 +495,6 @@ class Trainer:
         if self.early_stopping is not None:
             self.early_stopping.load_state_dict(state.get("best_state"))
         self.telemetry.load_state_dict(state["grad"])
+        self.activations.load_state_dict(state.get("activations"))
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
