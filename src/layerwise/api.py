@@ -37,6 +37,7 @@ from layerwise.runs import (
     lineage,
     recording_failure,
     start_run,
+    training_summary,
     write_history,
     write_metrics,
 )
@@ -173,15 +174,7 @@ def _finish(rd: RunDir, cfg: Config, ds: Dataset, model: LayerwiseModel, fit: Fi
     if generative:
         scores.update(gen_eval.report(model, cfg, ds, rd.path))
     n_params = sum(p.numel() for p in model.parameters())
-    metrics = {**scores,
-               "training": {"seconds": round(fit.state.train_time, 3),
-                            "data_seconds": round(t_data, 3),
-                            "samples_per_second": round(fit.samples_per_second, 1),
-                            "epochs": fit.epochs, "steps": fit.state.step,
-                            "skipped_steps": fit.state.skipped,
-                            "stopped_early": fit.state.stopped_early,
-                            "best_epoch": fit.best.get("epoch"),
-                            "parameters": n_params},
+    metrics = {**scores, "training": training_summary(fit, t_data, n_params),
                "choices": fit.choices, "defaults": defaults, "data": ds.info}
     _save_model(rd, cfg, ds, model, fit, scores, n_params)
     write_metrics(rd.metrics, metrics)

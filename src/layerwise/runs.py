@@ -192,6 +192,16 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
     recorder.log_history(path.parent, history)
 
 
+def training_summary(fit: Any, t_data: float, n_params: int) -> dict[str, Any]:
+    """``metrics.json → training`` of a finished ``Trainer.fit``: its time, speed, steps and
+    how it ended."""
+    return {"seconds": round(fit.state.train_time, 3), "data_seconds": round(t_data, 3),
+            "samples_per_second": round(fit.samples_per_second, 1),
+            "epochs": fit.epochs, "steps": fit.state.step, "skipped_steps": fit.state.skipped,
+            "stopped_early": fit.state.stopped_early, "best_epoch": fit.best.get("epoch"),
+            "parameters": n_params}
+
+
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     """metrics.json (valid JSON: NaN is written as null), also into the tracking record."""
     write_text(path, dumps_json(metrics, indent=2))

@@ -29,6 +29,7 @@ from layerwise.runs import (
     lineage,
     recording_failure,
     start_run,
+    training_summary,
     write_history,
     write_metrics,
 )
@@ -87,14 +88,7 @@ def _finish(rd: Any, cfg: RecommendConfig, data: rdata.Interactions, model: _Rec
     scores = {s: ranking_report(model, data, cfg, s) for s in ("validation", "test")
               if len(getattr(data, s))}
     n_params = sum(p.numel() for p in model.parameters())
-    metrics = {**scores,
-               "training": {"seconds": round(fit.state.train_time, 3),
-                            "data_seconds": round(t_data, 3),
-                            "samples_per_second": round(fit.samples_per_second, 1),
-                            "epochs": fit.epochs, "steps": fit.state.step,
-                            "skipped_steps": fit.state.skipped,
-                            "stopped_early": fit.state.stopped_early,
-                            "best_epoch": fit.best.get("epoch"), "parameters": n_params},
+    metrics = {**scores, "training": training_summary(fit, t_data, n_params),
                "choices": fit.choices,
                "data": {"users": len(data.users), "items": data.n_items,
                         "train": len(data.train), "validation": len(data.validation),
