@@ -169,6 +169,11 @@ def test_cross_validate_writes_per_fold_table_and_summary(tiny_mlp: dict,
     again = lw.evaluate(tmp_path / "cv" / "fold-1" / "model")
     assert again["accuracy"] == pytest.approx(res.folds[1]["metrics"]["accuracy"])
     assert again["count"] == res.folds[1]["rows"]["test"]
+    # the tracking store records the folds as cross-validation runs, tagged by fold
+    from layerwise.tracking.store import open_store
+
+    recorded = [r for r in open_store().runs(kind="cv") if r["tags"]["cv"] == str(tmp_path / "cv")]
+    assert sorted(r["tags"]["fold"] for r in recorded) == [0, 1, 2]
 
 
 def test_cross_validate_resume_reuses_finished_folds(tiny_mlp: dict, tmp_path: Path) -> None:

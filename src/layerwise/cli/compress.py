@@ -41,12 +41,13 @@ def compress(
     """A smaller or faster copy of a model, refused if it loses more than --max-drop."""
     from layerwise.compress import Options
     from layerwise.compress import compress as run
+    from layerwise.tracking.registry import resolve_model
 
     opts = Options(amount=amount, max_drop=max_drop, epochs=epochs, lr_scale=lr_scale,
                    width=width,
                    temperature=temperature, alpha=alpha, student=student, metric=metric,
                    data=data)
-    record = run(model_dir, method, output, opts, overwrite=overwrite)
+    record = run(resolve_model(model_dir), method, output, opts, overwrite=overwrite)
     m = record["metric"]
     print(f"{method}: {m['name']} {m['parent']:.2f} → {m['child']:.2f} (backend "
           f"{record['backend']}); written to {output}", file=sys.stderr)
@@ -64,8 +65,9 @@ def export(
 ) -> None:
     """Export a model to ONNX, checked against eager PyTorch on the validation rows."""
     from layerwise.compress import export as run
+    from layerwise.tracking.registry import resolve_model
 
-    rec = run(model_dir, output, fmt=fmt, atol=atol, rtol=rtol)
+    rec = run(resolve_model(model_dir), output, fmt=fmt, atol=atol, rtol=rtol)
     print(f"{rec['path']}: {rec['bytes']} bytes, largest difference from eager "
           f"{rec['max_abs_diff']:.2g} on {rec['rows_checked']} rows", file=sys.stderr)
 

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from layerwise import api
-from layerwise.config import Config, RLConfig, parse
+from layerwise.config import Config, parse
 from layerwise.errors import ConfigError
 from layerwise.files import dumps_json, write_text
+from layerwise.tracking import recorder
 
 CONFIDENCE = 0.95
 
@@ -63,9 +64,9 @@ def _check(config: Any, folds: int, repeats: int, overrides: list[str] | None) -
     if repeats < 1:
         raise ConfigError(f"cross-validation needs --repeats >= 1; got {repeats}")
     base = parse(config, overrides)
-    if isinstance(base, RLConfig):
-        raise ConfigError("cross-validation trains on data folds; a reinforcement-learning "
-                          "config has no data to fold")
+    if not isinstance(base, Config):  # an agent, or a recommender (its own split)
+        raise ConfigError("cross-validation trains on data folds of a supervised config; "
+                          f"this config is a {type(base).__name__}")
     if base.data.split.column:
         raise ConfigError("cross-validation chooses the test rows itself; remove "
                           f"data.split.column ({base.data.split.column!r}) from the config")
@@ -89,8 +90,9 @@ def cross_validate(config: Config | dict[str, Any] | str | Path, *, folds: int =
             name = f"fold-{k}" if repeats == 1 else f"repeat-{r}-fold-{k}"
             row = _finished(out / name, cfg) if resume else None
             if row is None:
-                run = api.train(cfg, output=out / name, progress=progress, resume=resume,
-                                overwrite=overwrite)
+                with recorder.labelled("cv", cv=str(out), repeat=r, fold=k):
+                    run = api.train(cfg, output=out / name, progress=progress,
+                                    resume=resume, overwrite=overwrite)
                 if run.interrupted:
                     result.interrupted = True
                     return result
