@@ -98,3 +98,14 @@ def test_a_study_prunes_resumes_and_records_every_trial(
     assert sorted(r["tags"]["trial"] for r in runs) == list(range(9))
     assert {r["tags"]["study"] for r in runs} == {"tiny_mlp-tune"}
     assert sum(bool(r["tags"].get("pruned")) for r in runs) == summary["pruned"]
+
+
+def test_an_agent_config_is_refused_before_any_trial(tmp_path: Path) -> None:
+    from layerwise.experiments.tune import tune
+
+    cfg = Path(__file__).parent.parent / "examples" / "cartpole_ppo.yaml"
+    space = tmp_path / "space.yaml"
+    space.write_text("space: {train.optimizer.lr: {log_uniform: [0.0001, 0.01]}}\n")
+    with pytest.raises(ConfigError, match="no epochs"):
+        tune(cfg, trials=1, space=space, output=tmp_path / "study")
+    assert not (tmp_path / "study").exists()

@@ -60,8 +60,8 @@ def _yaml_error(path: Path, err: yaml.YAMLError) -> str:
     return f"{text}\n{snippet}" if snippet and snippet.strip() else text
 
 
-def parse(source: Config | RLConfig | dict[str, Any] | str | Path,
-          overrides: list[str] | None = None) -> Config | RLConfig:
+def parse(source: Config | RLConfig | RecommendConfig | dict[str, Any] | str | Path,
+          overrides: list[str] | None = None) -> Config | RLConfig | RecommendConfig:
     """Validate a config given as a :class:`Config`, a dict or a YAML path.
 
     A config with an ``env`` key is a reinforcement-learning run and becomes an
@@ -322,7 +322,7 @@ def json_schema(kind: Literal["supervised", "rl", "recommend"] = "supervised"
     return schema
 
 
-def config_hash(cfg: Config | RLConfig) -> str:
+def config_hash(cfg: Config | RLConfig | RecommendConfig) -> str:
     """A stable hash of the resolved config (for lineage)."""
     text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

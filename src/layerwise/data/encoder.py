@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from layerwise.data.table import Table
-from layerwise.errors import DataError
+from layerwise.errors import ConfigError, DataError
 
 _MISSING_TEXT = {"", "na", "nan", "null", "none"}
 
@@ -37,6 +37,13 @@ def plain(v: Any) -> Any:
 def no_bad_rows(n: int) -> tuple[np.ndarray, list[str]]:
     """The start of a ``parse``: a bad-row mask of ``n`` rows, none bad, and no reasons."""
     return np.zeros(n, dtype=bool), []
+
+
+def unlinked(enc: Any, what: str) -> ConfigError:
+    """The error for an encoder used before the schema linked it to the input it reads
+    (``Schema.from_config`` links them; an encoder built by hand must be linked too)."""
+    return ConfigError(f"{enc.name!r} is not linked to its {what} yet; build the encoders "
+                       "with Schema.from_config")
 
 
 class Encoder:

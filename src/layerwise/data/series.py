@@ -35,9 +35,9 @@ import torch
 
 from layerwise.data.batching import TensorData
 from layerwise.data.dataset import Dataset
-from layerwise.data.encoder import Encoder, is_missing
+from layerwise.data.encoder import Encoder, is_missing, unlinked
 from layerwise.data.table import Table
-from layerwise.errors import DataError
+from layerwise.errors import ConfigError, DataError
 
 # --------------------------------------------------------------------------- the time axis
 
@@ -204,7 +204,8 @@ class SeriesEncoder(Encoder):
 
     @property
     def columns(self) -> list[str]:
-        assert self.forecast is not None
+        if self.forecast is None:
+            raise unlinked(self, "forecast output")
         return [self.forecast.name, *self.cfg.exogenous]
 
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -216,7 +217,8 @@ class SeriesEncoder(Encoder):
         self.std = [float(s) or 1.0 for s in values.std(axis=0)]
 
     def transform(self, values: np.ndarray) -> torch.Tensor:
-        assert self.forecast is not None
+        if self.forecast is None:
+            raise unlinked(self, "forecast output")
         x = (values - np.array(self.mean)) / np.array(self.std)        # [N, L, k]
         fc = self.forecast
         base = values[:, -1:, 0] if self.cfg.relative else fc.shift     # [N, 1] or scalar
@@ -253,7 +255,9 @@ class ForecastEncoder(Encoder):
 
     def link(self, inputs: dict[str, Encoder]) -> None:
         src = inputs[self.cfg.input]
-        assert isinstance(src, SeriesEncoder)
+        if not isinstance(src, SeriesEncoder):
+            raise ConfigError(f"output {self.name!r} forecasts {self.cfg.input!r}, which is "
+                              f"a {src.kind} input, not a series")
         self.source, src.forecast = src, self
 
     @property

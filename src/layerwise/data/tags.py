@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerwise.data.encoder import Encoder, is_missing, no_bad_rows
+from layerwise.data.encoder import Encoder, is_missing, no_bad_rows, unlinked
 from layerwise.data.table import Table
 from layerwise.data.text import _WORD, TextEncoder
-from layerwise.errors import DataError
+from layerwise.errors import ConfigError, DataError
 
 IGNORE = -100
 
@@ -42,7 +42,9 @@ class TagsEncoder(Encoder):
 
     def link(self, inputs: dict[str, Encoder]) -> None:
         src = inputs[self.cfg.input]
-        assert isinstance(src, TextEncoder)
+        if not isinstance(src, TextEncoder):
+            raise ConfigError(f"output {self.name!r} tags the tokens of {self.cfg.input!r}, "
+                              f"which is a {src.kind} input, not text")
         if src.cfg.truncate != "head":  # tags align with a text's tokens from its start
             raise DataError(f"output {self.name!r}: tags need the text input "
                             f"{src.name!r} to keep the start of long texts (truncate: head); "
@@ -55,18 +57,21 @@ class TagsEncoder(Encoder):
 
     def tokens(self, text: Any) -> list[str]:
         """The tokens a text is tagged by (before truncation)."""
-        assert self.source is not None
+        if self.source is None:
+            raise unlinked(self, "text input")
         if is_missing(text) and not isinstance(text, str):
             text = self.source.cfg.fill_value
         return self.source._pieces(str(text))
 
     def _original(self, text: Any) -> list[str]:
-        assert self.source is not None
+        if self.source is None:
+            raise unlinked(self, "text input")
         s = text if isinstance(text, str) else str(self.source.cfg.fill_value)
         return list(s) if self.source.cfg.tokenizer == "char" else _WORD.findall(s)
 
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        assert self.source is not None
+        if self.source is None:
+            raise unlinked(self, "text input")
         texts = table.column(self.source.name)
         bad, reasons = no_bad_rows(len(col))
         values = np.empty(len(col), dtype=object)
@@ -90,7 +95,8 @@ class TagsEncoder(Encoder):
         self._index = {t: i for i, t in enumerate(self.vocab)}
 
     def transform(self, values: np.ndarray) -> torch.Tensor:
-        assert self.source is not None
+        if self.source is None:
+            raise unlinked(self, "text input")
         t_max = self.source.max_length
         out = torch.full((len(values), t_max), IGNORE, dtype=torch.long)
         for i, seq in enumerate(values):
@@ -107,7 +113,8 @@ class TagsEncoder(Encoder):
 
     def decode(self, logits: torch.Tensor, texts: np.ndarray) -> list[dict[str, Any]]:
         """Logits ``[N, T, n]`` → per text: its tokens and their most likely tags."""
-        assert self.source is not None
+        if self.source is None:
+            raise unlinked(self, "text input")
         best = logits.argmax(-1).tolist()
         prob = logits.float().softmax(-1).amax(-1).tolist()
         out = []

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerwise.data.encoder import Encoder, no_bad_rows
+from layerwise.data.encoder import Encoder, no_bad_rows, unlinked
 from layerwise.data.table import Table
 from layerwise.errors import DataError, MissingDependencyError
 
@@ -275,7 +275,8 @@ class NextTokenEncoder(Encoder):
         self.source: TextEncoder | None = None
 
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        assert self.source is not None  # linked by Schema.from_config
+        if self.source is None:
+            raise unlinked(self, "text input")
         return self.source.parse(col, table)
 
     def fit(self, values: np.ndarray) -> None:
@@ -286,7 +287,8 @@ class NextTokenEncoder(Encoder):
         return self.source.size if self.source is not None else 0
 
     def transform(self, values: np.ndarray) -> torch.Tensor:
-        assert self.source is not None
+        if self.source is None:
+            raise unlinked(self, "text input")
         enc = self.source.transform(values)
         ids, lengths = enc["ids"], enc["lengths"]
         targets = torch.full_like(ids, self.IGNORE)

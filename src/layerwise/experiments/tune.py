@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from layerwise import api
-from layerwise.config import load_yaml, parse
+from layerwise.config import RLConfig, load_yaml, parse
 from layerwise.config.parsing import resolve_paths
 from layerwise.errors import ConfigError, LayerwiseError, MissingDependencyError
 from layerwise.files import dumps_json, write_text
@@ -235,6 +235,9 @@ def tune(config: str | Path, *, trials: int | None = None, space: str | Path | N
     optuna = _optuna()
     raw, settings = read_settings(config, space)
     base = parse(raw)  # the untouched config must be valid before any trial runs
+    if isinstance(base, RLConfig):  # trials are pruned on per-epoch validation metrics
+        raise ConfigError("tuning prunes trials on the validation metric of each epoch; a "
+                          "reinforcement-learning config has no epochs to report")
     name = study or f"{base.name}-tune"
     out = Path(output) if output else Path("runs") / name
     n = int(trials or settings.get("trials") or 20)
