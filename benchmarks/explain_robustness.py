@@ -15,7 +15,6 @@ Figures in docs/benchmarks.md ("Explanations, doctor, robustness, report").
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from typing import Any
@@ -29,17 +28,6 @@ def _rows(model: Any, n: int) -> dict[str, Any]:
 
     raw = build(model.config).raw_test
     return {k: list(v[:n]) for k, v in raw.items()}
-
-
-def _randomised(model: Any) -> Any:
-    clone = copy.copy(model)
-    clone.model = copy.deepcopy(model.model)
-    torch.manual_seed(123)
-    for m in clone.model.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-    clone.model.eval()
-    return clone
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -62,7 +50,9 @@ def sanity(model_dir: str, n: int) -> dict[str, Any]:
                                       "max": float(np.max(errs)),
                                       "share_below_1pct": float(np.mean(np.array(errs) < .01)),
                                       "seconds": round(time.perf_counter() - t, 2)}
-    rand = _randomised(model)
+    from layerwise.explain.attributions import randomised_copy
+
+    rand = randomised_copy(model)
     out["randomisation"] = {}
     for method in ("integrated_gradients", "occlusion"):
         kw = {"steps": 256} if method == "integrated_gradients" else {}

@@ -19,6 +19,7 @@ from layerwise.cli import main
 from layerwise.data.build import build
 from layerwise.errors import ConfigError
 from layerwise.explain import METHODS
+from layerwise.explain.attributions import randomised_copy
 from layerwise.explain.importance import mean_abs, permutation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,16 +100,6 @@ def test_integrated_gradients_is_complete_within_one_percent(
         assert c["relative_error"] < 0.01, c
 
 
-def _randomised(model: Any) -> Any:
-    clone = copy.copy(model)
-    clone.model = copy.deepcopy(model.model)
-    torch.manual_seed(123)
-    for m in clone.model.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-    return clone
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
@@ -122,7 +113,7 @@ def test_maps_change_when_the_weights_are_randomised(trained: dict[str, Any]) ->
     model = trained["cnn"]
     rows = rows_of(model, 8)
     a = model.explain(rows, method="integrated_gradients", target="0").maps
-    b = _randomised(model).explain(rows, method="integrated_gradients", target="0").maps
+    b = randomised_copy(model).explain(rows, method="integrated_gradients", target="0").maps
     rho = np.mean([spearman(x, y) for x, y in zip(a, b)])
     assert rho < 0.3, rho
     same = model.explain(rows, method="integrated_gradients", target="0").maps

@@ -394,3 +394,18 @@ def attention(predictor: Any, rows: Any) -> Explanation:
                         "attention": [np.round(b, 5).tolist() for b in per_block],
                         "attributions": [float(v) for v in per_block[-1].mean(0)]})
     return ex
+
+
+def randomised_copy(loaded: Any, seed: int = 123) -> Any:
+    """A copy of a loaded model whose weights are re-initialised (the model-randomisation
+    sanity check of Adebayo et al. 2018: maps that survive it do not explain the model)."""
+    import copy
+
+    clone = copy.copy(loaded)
+    clone.model = copy.deepcopy(loaded.model)
+    torch.manual_seed(seed)
+    for m in clone.model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    clone.model.eval()
+    return clone
