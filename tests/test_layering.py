@@ -106,8 +106,8 @@ MODULE_TIERS = {
            "bandit envs"],
     "serving": ["server", "app", "state", "model", "abstain batcher limits metrics records "
                 "settings validate"],
-    "tracking": ["webapp", "dashboard", "cards", "card recorder registry views", "store",
-                 "schema"],
+    "tracking": ["webapp", "dashboard", "cards", "card recorder registry studies views",
+                 "store", "schema"],
     "training": ["trainer", "adversarial", "probe steps",
                  "callbacks checkpoint hardware phases trees",
                  "distributed guard optim"],

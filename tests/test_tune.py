@@ -98,6 +98,13 @@ def test_a_study_prunes_resumes_and_records_every_trial(
     assert sorted(r["tags"]["trial"] for r in runs) == list(range(9))
     assert {r["tags"]["study"] for r in runs} == {"tiny_mlp-tune"}
     assert sum(bool(r["tags"].get("pruned")) for r in runs) == summary["pruned"]
+    # the dashboard's parameter importance reads the same study back: one share per
+    # searched parameter, summing to 1
+    from layerwise.tracking.studies import importances
+
+    shares = importances(sqlite_uri(tmp_path), "tiny_mlp-tune")
+    assert isinstance(shares, dict), shares
+    assert set(shares) == set(params) and sum(shares.values()) == pytest.approx(1.0)
 
 
 def test_an_agent_config_is_refused_before_any_trial(tmp_path: Path) -> None:

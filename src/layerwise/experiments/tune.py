@@ -37,10 +37,11 @@ from typing import Any
 from layerwise import api
 from layerwise.config import RLConfig, load_yaml, parse
 from layerwise.config.parsing import resolve_paths
-from layerwise.errors import ConfigError, LayerwiseError, MissingDependencyError
+from layerwise.errors import ConfigError, LayerwiseError
 from layerwise.files import dumps_json, write_text
 from layerwise.tracking import recorder
 from layerwise.tracking.store import default_uri
+from layerwise.tracking.studies import optuna_module, storage_for
 from layerwise.training import Callback
 
 KINDS = ("uniform", "log_uniform", "int", "choice")
@@ -63,13 +64,7 @@ class StudyResult:
 
 
 def _optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:
-        raise MissingDependencyError("tuning needs optuna: pip install 'layerwise[track]'"
-                                     ) from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
+    return optuna_module()
 
 
 def read_settings(config: str | Path, space: str | Path | None) -> tuple[dict[str, Any],
@@ -163,28 +158,6 @@ class Pruning(Callback):
             self.pruned_at = epoch + 1
             trainer.should_stop = True
             recorder.add_tags(self.run_dir, pruned=True, pruned_after_epoch=epoch + 1)
-
-
-def storage_for(uri: str, folder: Path) -> Any:
-    """Where studies live: the tracking server database itself, or for SQLite a journal
-    file beside it (append-only with file locks: parallel workers never hit a locked
-    database)."""
-    optuna = _optuna()
-    if not uri.startswith("sqlite"):  # a heartbeat: a killed worker's trial is failed later
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(uri, heartbeat_interval=60, grace_period=180)
-    from sqlalchemy.engine import make_url
-
-    db = make_url(uri).database
-    path = Path(db).with_suffix(".studies.journal") if db and db != ":memory:" \
-        else folder / "studies.journal"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend
-
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 def _pruner(settings: dict[str, Any]) -> Any:

@@ -256,9 +256,21 @@ def studies_page(store: Store) -> str:
         last = {r["tags"].get("trial"): _last(store, r["id"], val_key) for r in rs}
         chart = line_chart(f"{study}: {val_key} per trial", {
             str(val_key): [(t, v) for t, v in last.items() if v is not None]}) if val_key else ""
-        parts.append(f"<h2>{escape(study)}</h2>{chart}" + html_table(
-            ["trial", "run", "state", "parameters"], rows))
+        parts.append(f"<h2>{escape(study)}</h2>{chart}" + _importance(store, study)
+                     + html_table(["trial", "run", "state", "parameters"], rows))
     return page("Tuning studies", "".join(parts) or "<p>No tuning studies yet.</p>")
+
+
+def _importance(store: Store, study: str) -> str:
+    """The parameters' importance in the study (Optuna's fANOVA), as bars."""
+    from layerwise.tracking.studies import importances
+
+    found = importances(store.uri, study)
+    if isinstance(found, str):
+        return f"<p>Parameter importance: {escape(found)}.</p>"
+    rows = [[escape(k), f'<span style="display:inline-block;background:#4a7;height:0.8em;'
+                        f'width:{200 * v:.0f}px"></span> {v:.2f}'] for k, v in found.items()]
+    return "<h3>Parameter importance</h3>" + html_table(["parameter", "share"], rows)
 
 
 def _last(store: Store, run_id: str, key: str | None) -> float | None:
