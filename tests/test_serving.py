@@ -386,3 +386,22 @@ def test_a_generative_model_samples_over_http(tmp_path: Path) -> None:
     first = Image.open(io.BytesIO(base64.b64decode(r.json()["samples"][0])))
     assert len(r.json()["samples"]) == 3 and first.size == (8, 8)
     assert bad.status_code == 422
+
+
+def test_explain_answers_attributions_and_refuses_what_does_not_apply(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    batch = rows(2)
+    with running({"mlp": str(models["mlp"])}, tmp_path) as (c, _):
+        r = c.post("/v1/models/mlp/explain", json={"rows": batch})
+        bad = c.post("/v1/models/mlp/explain", json={"rows": batch, "method": "attention"})
+        unknown = c.post("/v1/models/mlp/explain", json={"rows": batch, "method": "magic"})
+        field = c.post("/v1/models/mlp/explain", json={"rows": [{"alcohol": "x"}]})
+        after = c.post("/v1/models/mlp/predict", json={"rows": batch})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["method"] == "integrated_gradients" and got["features"] == list(WINE_ROW)
+    assert len(got["rows"]) == 2
+    expected = lw.load(models["mlp"]).explain(batch).to_json()
+    assert got["rows"][0]["attributions"] == pytest.approx(expected["rows"][0]["attributions"])
+    assert bad.status_code == 422 and unknown.status_code == 422 and field.status_code == 422
+    assert after.status_code == 200  # predictions are untouched by explanations

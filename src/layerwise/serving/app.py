@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
+import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,13 +32,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from layerwise.errors import LayerwiseError
+from layerwise.files import dumps_json
 from layerwise.serving.batcher import QueueFull
 from layerwise.serving.limits import retry_after
 from layerwise.serving.model import RequestTimeout, ServedModel
 from layerwise.serving.records import shadow_report
 from layerwise.serving.settings import ServeSettings
 from layerwise.serving.state import AppState
-from layerwise.serving.validate import InvalidInput
+from layerwise.serving.validate import InvalidInput, validate_rows
 
 log = logging.getLogger("layerwise.serving")
 
@@ -60,6 +64,15 @@ class SampleRequest(BaseModel):
 
 class ActRequest(BaseModel):
     observations: list[Any] = Field(min_length=1, max_length=1024)
+
+
+class ExplainRequest(BaseModel):
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=16, description="the rows "
+                                       "whose predictions to explain (as for /predict)")
+    method: str = Field("integrated_gradients", description="integrated_gradients, "
+                        "gradient_shap, kernel_shap, lime, occlusion, or attention")
+    target: str | None = Field(None, max_length=256, description="the class to explain "
+                               "(default: each row's predicted class)")
 
 
 ERRORS = {401: "missing or wrong token", 404: "no such model", 413: "body too large",
@@ -262,11 +275,44 @@ def _extras(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, A
                                        "type": "value_error"}]) from None
         return {"model": name, "format": "png", "samples": [_png(x) for x in images]}
 
+    @app.post("/v1/models/{name}/explain", dependencies=guard, responses=common)
+    async def explain(name: str, body: ExplainRequest) -> JSONResponse:
+        """Attributions of each row's prediction: what ``layerwise explain`` writes to
+        explanation.json. They run on the model's own copy, one request at a time, off the
+        event loop, so predictions never wait for them or see their hooks."""
+        model = _served(state, name)
+        try:
+            rows = await asyncio.to_thread(validate_rows, model.schema, body.rows,
+                                           model.settings.max_rows)
+            found = await asyncio.to_thread(_explain, model, rows, body.method, body.target)
+        except InvalidInput as e:
+            raise HTTPException(422, e.detail()) from None
+        except LayerwiseError as e:  # a method that does not apply, an unknown class
+            raise HTTPException(422, [{"loc": ["body"], "msg": str(e)[:300],
+                                       "type": "value_error"}]) from None
+        return JSONResponse(json.loads(dumps_json(found)))
+
     @app.get("/v1/shadow", dependencies=guard, responses={401: RESPONSES[401]})
     def shadow() -> dict[str, Any]:
         if not state.shadow.path.is_file() or not state.shadow.path.stat().st_size:
             return {"requests": 0}
         return shadow_report(state.shadow.path)
+
+
+_EXPLAINING = threading.Lock()
+
+
+def _explain(model: ServedModel, rows: list[Any], method: str, target: str | None
+             ) -> dict[str, Any]:
+    """One explanation at a time, on a copy of the predictor made on first use (a method
+    may patch the model for the length of its call)."""
+    from layerwise.explain import explain
+
+    with _EXPLAINING:
+        if model.explainer is None:
+            model.explainer = copy.deepcopy(model.predictor)
+        options = {"target": target} if target is not None else {}
+        return explain(model.explainer, rows, method=method, **options).to_json()
 
 
 def _png(image: Any) -> str:

@@ -53,6 +53,7 @@ class ServedModel:
         from layerwise.monitoring.rolling import RollingDrift
 
         self.name, self.predictor, self.settings = name, predictor, settings
+        self.explainer: Any = None  # a copy of the predictor for /explain, made on first use
         self.metrics, self.records = metrics, records
         self.schema = predictor.schema
         self.version = weights_hash(Path(predictor.artifact.path) / "model.safetensors")
