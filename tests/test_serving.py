@@ -405,3 +405,37 @@ def test_explain_answers_attributions_and_refuses_what_does_not_apply(
     assert got["rows"][0]["attributions"] == pytest.approx(expected["rows"][0]["attributions"])
     assert bad.status_code == 422 and unknown.status_code == 422 and field.status_code == 422
     assert after.status_code == 200  # predictions are untouched by explanations
+
+
+def test_a_language_model_streams_its_tokens_as_server_sent_events(tmp_path: Path) -> None:
+    verse = "and god said let there be light and there was light. "
+    data = tmp_path / "lines.csv"
+    data.write_text("text\n" + "".join(f"{verse[i:] + verse[:i]}\n" for i in range(0, 50, 2)))
+    cfg = {"name": "lm", "data": {"path": str(data), "split": {"validation": 0.1}},
+           "inputs": [{"name": "text", "type": "text", "tokenizer": "char", "max_length": 40}],
+           "outputs": [{"name": "next", "type": "next_token", "input": "text"}],
+           "model": {"family": "transformer", "causal": True, "d_model": 16, "heads": 2,
+                     "layers": 1, "dropout": 0.0},
+           "train": {"epochs": 2, "batch_size": 8, "progress": "quiet", "threads": 1}}
+    run = lw.train(cfg, output=tmp_path / "lm")
+    want = lw.load(run.model_dir).generate("and god", 12, seed=3)
+    with running({"lm": str(run.model_dir)}, tmp_path) as (c, _):
+        with c.stream("POST", "/v1/models/lm/generate",
+                      json={"prompt": "and god", "max_tokens": 12, "seed": 3}) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            events = [line for line in r.iter_lines() if line]
+        whole = c.post("/v1/models/lm/generate", json={"prompt": "and god", "max_tokens": 12,
+                                                       "seed": 3, "stream": False}).json()
+        bad = c.post("/v1/models/lm/generate", json={"prompt": "x", "top_p": 2})
+    pieces = [json.loads(e[len("data: "):])["text"] for e in events
+              if e.startswith("data: ") and e != "data: {}"]
+    assert len(pieces) == 12 and events[-2:] == ["event: done", "data: {}"]
+    assert "and god" + "".join(pieces) == want == "and god" + whole["text"]
+    assert bad.status_code == 422
+
+
+def test_generate_refuses_a_model_that_does_not_generate(models: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    with running({"mlp": str(models["mlp"])}, tmp_path) as (c, _):
+        r = c.post("/v1/models/mlp/generate", json={"prompt": "x"})
+    assert r.status_code == 422 and "language model" in r.text

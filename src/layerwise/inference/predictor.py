@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +138,6 @@ class Predictor:
         text and returns the output alone (at most ``max_tokens`` tokens): greedy unless
         ``temperature`` > 0 samples or ``beams > 1`` runs beam search.
         """
-        from layerwise.models.transformer import Decoder
-
         if seq2seq.sequence_output(self.schema) is not None:  # the prompt is the source text
             if beams < 1:
                 raise ConfigError(f"generate expects beams >= 1; got {beams}")
@@ -147,6 +145,39 @@ class Predictor:
                                     temperature=None if greedy else temperature, top_k=top_k,
                                     top_p=top_p, beams=beams, seed=seed, use_cache=use_cache)
         temperature = 1.0 if temperature is None else temperature
+        text, ids, decoder = self._language_model(prompt, max_tokens, beams, top_p)
+        if beams > 1:
+            new = decoder.beam(ids, max_tokens, beams)
+        else:
+            new = decoder.sample(ids, max_tokens, temperature=temperature, top_k=top_k,
+                                 top_p=top_p, greedy=greedy, use_cache=use_cache, seed=seed)
+        sep = "" if text.cfg.tokenizer != "word" else " "
+        return prompt + (sep if prompt and new else "") + text.decode(new)
+
+    def generate_stream(self, prompt: str = "", max_tokens: int = 200, *,
+                        temperature: float | None = None, top_k: int | None = None,
+                        top_p: float | None = None, greedy: bool = False,
+                        seed: int | None = None) -> Iterator[str]:
+        """:meth:`generate`'s continuation of ``prompt`` (language models, sampling or
+        greedy), piece by piece as each token is chosen: the pieces join to the text
+        ``generate`` returns after the prompt. A server streams them."""
+        text, ids, decoder = self._language_model(prompt, max_tokens, 1, top_p)
+        sep = "" if text.cfg.tokenizer != "word" else " "
+        new: list[int] = []
+        said = ""
+        for nxt in decoder.stream(ids, max_tokens, temperature=1.0 if temperature is None
+                                  else temperature, top_k=top_k, top_p=top_p,
+                                  greedy=greedy, seed=seed):
+            new.append(nxt)
+            whole = (sep if prompt else "") + text.decode(new)  # decoded whole: exact
+            yield whole[len(said):]
+            said = whole
+
+    def _language_model(self, prompt: str, max_tokens: int, beams: int,
+                        top_p: float | None) -> tuple[Any, list[int], Any]:
+        """The text encoder, the prompt's ids and a decoder, after the checks."""
+        from layerwise.models.transformer import Decoder
+
         if not any(isinstance(e, NextTokenEncoder) for e in self.schema.outputs):
             raise ConfigError("generate needs a language model (an output of type "
                               "next_token); this model predicts "
@@ -156,14 +187,7 @@ class Predictor:
                               f"<= 1; got {max_tokens}, {beams}, {top_p}")
         text = self.schema.texts[0]
         ids = text.encode(prompt or "\n") or [UNK_ID]
-        decoder = Decoder(self.model.backbone)  # type: ignore[arg-type]
-        if beams > 1:
-            new = decoder.beam(ids, max_tokens, beams)
-        else:
-            new = decoder.sample(ids, max_tokens, temperature=temperature, top_k=top_k,
-                                 top_p=top_p, greedy=greedy, use_cache=use_cache, seed=seed)
-        sep = "" if text.cfg.tokenizer != "word" else " "
-        return prompt + (sep if prompt and new else "") + text.decode(new)
+        return text, ids, Decoder(self.model.backbone)  # type: ignore[arg-type]
 
     def embed(self, rows: Any, batch_size: int = 1024) -> np.ndarray:
         """Latent vectors ``[N, d]`` of rows (autoencoder code, VAE posterior mean)."""

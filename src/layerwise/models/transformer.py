@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -292,19 +293,25 @@ class Decoder:
         self.enc: TextTransformer = model.encoders[model.text_names[0]]  # type: ignore[assignment]
         self.window = self.enc.n_pos
 
-    @torch.inference_mode()
     def sample(self, ids: list[int], max_tokens: int, *, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
                use_cache: bool = True, seed: int | None = None) -> list[int]:
         """The tokens that follow ``ids`` (which must be non-empty)."""
+        return list(self.stream(ids, max_tokens, temperature=temperature, top_k=top_k,
+                                top_p=top_p, greedy=greedy, use_cache=use_cache, seed=seed))
+
+    @torch.inference_mode()
+    def stream(self, ids: list[int], max_tokens: int, *, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
+               use_cache: bool = True, seed: int | None = None) -> Iterator[int]:
+        """:meth:`sample`, one token at a time as each is chosen (a server streams them)."""
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         out = list(ids)[-self.window:]
         caches: list[dict[str, torch.Tensor]] | None = None
-        new: list[int] = []
         logits = self._prime(out, use_cache)
         for _ in range(max_tokens):
             nxt = pick(logits, temperature, top_k, top_p, greedy, g)
-            new.append(nxt)
+            yield nxt
             out.append(nxt)
             if not use_cache:  # recompute the whole (sliding) window
                 logits = self.enc.step(torch.tensor([out[-self.window:]]), None, 0)[0, -1]
@@ -314,7 +321,6 @@ class Decoder:
             else:
                 caches = self._caches
                 logits = self.enc.step(torch.tensor([[nxt]]), caches, len(out) - 1)[0, -1]
-        return new
 
     def _prime(self, ids: list[int], use_cache: bool) -> torch.Tensor:
         self._caches: list[dict[str, torch.Tensor]] | None = \

@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import itertools
 import json
 import logging
 import threading
@@ -28,7 +29,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from layerwise.errors import LayerwiseError
@@ -64,6 +65,19 @@ class SampleRequest(BaseModel):
 
 class ActRequest(BaseModel):
     observations: list[Any] = Field(min_length=1, max_length=1024)
+
+
+class GenerateRequest(BaseModel):
+    prompt: str = Field("", max_length=10_000, description="the text to continue")
+    max_tokens: int = Field(100, ge=1, le=2048)
+    temperature: float | None = Field(None, ge=0, le=10, description="sampling "
+                                      "temperature (default 1)")
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    greedy: bool = False
+    seed: int | None = Field(None, ge=0, le=2**31)
+    stream: bool = Field(True, description="server-sent events, one per token; false: "
+                         "one JSON answer")
 
 
 class ExplainRequest(BaseModel):
@@ -275,6 +289,25 @@ def _extras(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, A
                                        "type": "value_error"}]) from None
         return {"model": name, "format": "png", "samples": [_png(x) for x in images]}
 
+    @app.post("/v1/models/{name}/generate", dependencies=guard, responses=common)
+    async def generate(name: str, body: GenerateRequest) -> Response:
+        """A language model's continuation of ``prompt``: as server-sent events (``data:
+        {"text": piece}`` per token, then ``event: done``) or, with ``stream: false``, one
+        answer. The tokens are chosen in a worker thread as the client reads them."""
+        model = _served(state, name)
+        opts = body.model_dump(exclude={"prompt", "max_tokens", "stream"})
+        try:  # a model that does not generate is refused before any event is sent
+            pieces = model.predictor.generate_stream(body.prompt, body.max_tokens, **opts)
+            first = await asyncio.to_thread(next, pieces, None)
+        except LayerwiseError as e:
+            raise HTTPException(422, [{"loc": ["body"], "msg": str(e)[:300],
+                                       "type": "value_error"}]) from None
+        head = [] if first is None else [first]
+        if not body.stream:
+            rest = await asyncio.to_thread(list, pieces)
+            return JSONResponse({"model": name, "text": "".join(head + rest)})
+        return StreamingResponse(_events(head, pieces), media_type="text/event-stream")
+
     @app.post("/v1/models/{name}/explain", dependencies=guard, responses=common)
     async def explain(name: str, body: ExplainRequest) -> JSONResponse:
         """Attributions of each row's prediction: what ``layerwise explain`` writes to
@@ -297,6 +330,13 @@ def _extras(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, A
         if not state.shadow.path.is_file() or not state.shadow.path.stat().st_size:
             return {"requests": 0}
         return shadow_report(state.shadow.path)
+
+
+def _events(head: list[str], pieces: Any) -> Any:
+    """Server-sent events of the generated pieces (run in a worker thread by starlette)."""
+    for piece in itertools.chain(head, pieces):
+        yield f"data: {json.dumps({'text': piece})}\n\n"
+    yield "event: done\ndata: {}\n\n"
 
 
 _EXPLAINING = threading.Lock()
