@@ -111,6 +111,7 @@ def test_pick_honours_top_k_and_top_p() -> None:
     assert {pick(logits, 1.0, None, 0.3, False, g) for _ in range(20)} == {1}
     assert {pick(logits, 1.0, 2, None, False, g) for _ in range(50)} == {1, 2}
     assert pick(logits, 0.0, None, None, False, g) == 1
+    assert pick(logits * 1e30, 1e-30, None, None, False, g) == 1  # regression: NaN probabilities
 
 
 def test_a_char_lm_trains_saves_and_generates(tmp_path: Path) -> None:

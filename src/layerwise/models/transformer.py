@@ -356,8 +356,8 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: flo
          greedy: bool, generator: torch.Generator | None) -> int:
     """One token from logits ``[V]``: argmax, or a sample from the tempered distribution
     cut to the ``top_k`` most likely and to the smallest set holding ``top_p`` of the mass."""
-    if greedy or temperature <= 0:
-        return int(logits.argmax())
+    if greedy or temperature < 1e-6:  # the limit of sampling as the temperature falls
+        return int(logits.argmax())      # (and no overflow of logits / temperature)
     logits = logits.float() / temperature
     if top_k:
         kth = logits.topk(min(top_k, logits.numel())).values[-1]
