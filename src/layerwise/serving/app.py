@@ -261,6 +261,7 @@ def _models(app: FastAPI, state: AppState) -> None:
         return JSONResponse(await answer(state, name, rows, None))
 
     _extras(app, state, guard, common)
+    _answers(app, state, guard, common)
 
 
 def _extras(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, Any]
@@ -289,6 +290,16 @@ def _extras(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, A
                                        "type": "value_error"}]) from None
         return {"model": name, "format": "png", "samples": [_png(x) for x in images]}
 
+    @app.get("/v1/shadow", dependencies=guard, responses={401: RESPONSES[401]})
+    def shadow() -> dict[str, Any]:
+        if not state.shadow.path.is_file() or not state.shadow.path.stat().st_size:
+            return {"requests": 0}
+        return shadow_report(state.shadow.path)
+
+
+def _answers(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, Any]
+             ) -> None:
+    """The routes that explain a prediction or generate text."""
     @app.post("/v1/models/{name}/generate", dependencies=guard, responses=common)
     async def generate(name: str, body: GenerateRequest) -> Response:
         """A language model's continuation of ``prompt``: as server-sent events (``data:
@@ -324,12 +335,6 @@ def _extras(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, A
             raise HTTPException(422, [{"loc": ["body"], "msg": str(e)[:300],
                                        "type": "value_error"}]) from None
         return JSONResponse(json.loads(dumps_json(found)))
-
-    @app.get("/v1/shadow", dependencies=guard, responses={401: RESPONSES[401]})
-    def shadow() -> dict[str, Any]:
-        if not state.shadow.path.is_file() or not state.shadow.path.stat().st_size:
-            return {"requests": 0}
-        return shadow_report(state.shadow.path)
 
 
 def _events(head: list[str], pieces: Any) -> Any:
