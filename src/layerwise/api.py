@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from layerwise.inference import seq2seq
 from layerwise.inference.predictor import Predictor
 from layerwise.models import LayerwiseModel, build_model
 from layerwise.runs import (
+    Run,
     RunDir,
     TrackEpochs,
     check_run,
@@ -49,23 +49,6 @@ if TYPE_CHECKING:
     from layerwise.rl.policy import Policy
 
 TRAIN_EVAL_ROWS = 10_000  # rows of the training split scored at the end of a run
-
-
-@dataclass
-class Run:
-    """What ``train`` leaves behind."""
-
-    dir: Path
-    config: Config | RLConfig
-    metrics: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    interrupted: bool = False
-    fit: FitResult | None = None
-    step: int | None = None  # RL runs: environment steps done
-
-    @property
-    def model_dir(self) -> Path:
-        return self.dir / "model"
 
 
 def _class_weights(cfg: Config, ds: Dataset) -> dict[str, torch.Tensor]:
@@ -250,10 +233,8 @@ def _train_agent(cfg: RLConfig, output: str | Path | None, resume: bool,
                  overwrite: bool = False) -> Run:
     from layerwise.rl import train_agent
 
-    r = train_agent(cfg, output=output, resume=resume, callbacks=callbacks, progress=progress,
-                    overwrite=overwrite)
-    return Run(r.dir, cfg, metrics=r.metrics, history=r.history, interrupted=r.interrupted,
-               step=r.step)
+    return train_agent(cfg, output=output, resume=resume, callbacks=callbacks,
+                       progress=progress, overwrite=overwrite)
 
 
 def _train_recommender(cfg: RecommendConfig, output: str | Path | None, resume: bool,
@@ -263,10 +244,8 @@ def _train_recommender(cfg: RecommendConfig, output: str | Path | None, resume: 
 
     if distributed.current() is not None:
         raise ConfigError("a recommender trains in one process; drop --nproc")
-    r = train_recommender(cfg, output=output, resume=resume, callbacks=callbacks,
-                          progress=progress, overwrite=overwrite)
-    return Run(r.dir, cfg, metrics=r.metrics, history=r.history,  # type: ignore[arg-type]
-               interrupted=r.interrupted, fit=r.fit)
+    return train_recommender(cfg, output=output, resume=resume, callbacks=callbacks,
+                             progress=progress, overwrite=overwrite)
 
 
 class LoadedModel(Predictor):

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,24 @@ class RunDir:
 
     def has_checkpoint(self) -> bool:
         return (self.checkpoints / "last.ckpt").is_file()
+
+
+@dataclass
+class Run:
+    """What a training run leaves behind, whatever it trained (a model, an agent, a
+    recommender): its folder, resolved config, final metrics and history."""
+
+    dir: Path
+    config: Any
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    fit: Any = None                 # the Trainer's FitResult (models and recommenders)
+    step: int | None = None         # agents: environment steps done
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir / "model"
 
 
 def comparable(cfg: Any) -> dict[str, Any]:

@@ -63,10 +63,6 @@ class StudyResult:
     best_run: Path | None = None  # the best trial's run directory
 
 
-def _optuna() -> Any:
-    return optuna_module()
-
-
 def read_settings(config: str | Path, space: str | Path | None) -> tuple[dict[str, Any],
                                                                           dict[str, Any]]:
     """The config (its ``tune:`` section removed, data paths resolved beside the file) and
@@ -161,7 +157,7 @@ class Pruning(Callback):
 
 
 def _pruner(settings: dict[str, Any]) -> Any:
-    optuna = _optuna()
+    optuna = optuna_module()
     name = settings.get("pruner", "median")
     startup = int(settings.get("startup_trials", 5))
     if name == "median":
@@ -187,7 +183,7 @@ def _objective(raw: dict[str, Any], settings: dict[str, Any], out: Path, study: 
                             overwrite=True)
         trial.set_user_attr("run_dir", str(run.dir))
         if cb.pruned_at is not None:
-            raise _optuna().TrialPruned(f"pruned after epoch {cb.pruned_at}")
+            raise optuna_module().TrialPruned(f"pruned after epoch {cb.pruned_at}")
         if not cb.values:
             raise ConfigError(f"trial {trial.number}: no epoch reported {metric}")
         return cb.values[-1]
@@ -205,7 +201,7 @@ def tune(config: str | Path, *, trials: int | None = None, space: str | Path | N
          output: str | Path | None = None, study: str | None = None,
          seed: int | None = None, timeout: float | None = None) -> StudyResult:
     """Run (or resume) the study until ``trials`` trials are complete or pruned."""
-    optuna = _optuna()
+    optuna = optuna_module()
     raw, settings = read_settings(config, space)
     base = parse(raw)  # the untouched config must be valid before any trial runs
     if isinstance(base, RLConfig):  # trials are pruned on per-epoch validation metrics

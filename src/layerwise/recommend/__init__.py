@@ -13,6 +13,6 @@ popularity), ``models`` (mf, neumf, two_tower), ``ranking`` (a split's evaluatio
 """
 
 from layerwise.recommend.recommender import Recommender
-from layerwise.recommend.runner import RecommendRun, train_recommender
+from layerwise.recommend.runner import train_recommender
 
-__all__ = ["RecommendRun", "Recommender", "train_recommender"]
+__all__ = ["Recommender", "train_recommender"]

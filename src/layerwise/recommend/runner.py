@@ -10,7 +10,6 @@ each user's validation item among sampled candidates) is scored every epoch, so
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from layerwise.recommend.models import _Recommender, build_recommender
 from layerwise.recommend.ranking import ranking_data, ranking_report
 from layerwise.recommend.recommender import Recommender
 from layerwise.runs import (
+    Run,
     TrackEpochs,
     check_run,
     lineage,
@@ -36,25 +36,9 @@ from layerwise.runs import (
 from layerwise.training import Callback, FitResult, Trainer
 
 
-@dataclass
-class RecommendRun:
-    """What :func:`train_recommender` leaves behind."""
-
-    dir: Path
-    config: RecommendConfig
-    metrics: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    interrupted: bool = False
-    fit: FitResult | None = None
-
-    @property
-    def model_dir(self) -> Path:
-        return self.dir / "model"
-
-
 def train_recommender(config: RecommendConfig, *, output: str | Path | None = None,
                       resume: bool = False, callbacks: list[Callback] | None = None,
-                      progress: str | None = None, overwrite: bool = False) -> RecommendRun:
+                      progress: str | None = None, overwrite: bool = False) -> Run:
     """Train a recommender from its config and write the run directory."""
     cfg = config
     if progress:
@@ -73,7 +57,7 @@ def train_recommender(config: RecommendConfig, *, output: str | Path | None = No
         trainer = Trainer(cfg.train, callbacks=[*(callbacks or []), TrackEpochs(rd)],
                           checkpoint_dir=rd.checkpoints, resume=resume and rd.has_checkpoint())
         fit = trainer.fit(model, train, validation)
-        run = RecommendRun(rd.path, cfg, history=fit.history, interrupted=fit.interrupted,
+        run = Run(rd.path, cfg, history=fit.history, interrupted=fit.interrupted,
                            fit=fit)
         write_history(rd.history, fit.history)
         if not fit.interrupted:

@@ -14,6 +14,6 @@ Needs the ``gymnasium`` package: ``pip install 'layerwise[rl]'``.
 """
 
 from layerwise.rl.policy import Policy
-from layerwise.rl.runner import AgentRun, train_agent
+from layerwise.rl.runner import train_agent
 
-__all__ = ["AgentRun", "Policy", "train_agent"]
+__all__ = ["Policy", "train_agent"]

@@ -33,6 +33,7 @@ from layerwise.rl.policy import Policy
 from layerwise.rl.ppo import PPO
 from layerwise.rl.report import curves, policy_card
 from layerwise.runs import (
+    Run,
     check_same,
     lineage,
     open_run,
@@ -47,22 +48,6 @@ from layerwise.training.hardware import cores, forward_flops, threads_for
 
 LAST = ("epsilon", "lr", "clip_range", "beta", "action_std")  # logged as the latest value
 EPISODE_KEYS = ("return_mean", "return_min", "return_max", "length_mean")
-
-
-@dataclass
-class AgentRun:
-    """What ``train_agent`` leaves behind."""
-
-    dir: Path
-    config: RLConfig
-    metrics: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    interrupted: bool = False
-    step: int = 0
-
-    @property
-    def model_dir(self) -> Path:
-        return self.dir / "model"
 
 
 @dataclass
@@ -128,7 +113,7 @@ class Runner:
         return threads_for(forward_flops(net, lambda: net(x)), cores())
 
     # -- the loop ------------------------------------------------------------------------
-    def run(self) -> AgentRun:
+    def run(self) -> Run:
         self.setup()
         path = self.out / "checkpoints" / ckpt.CHECKPOINT
         if self.resume and path.exists():
@@ -161,7 +146,7 @@ class Runner:
                     interrupted = True
                     break
                 t0 = time.perf_counter()
-        result = self._finish() if not interrupted else AgentRun(
+        result = self._finish() if not interrupted else Run(
             self.out, self.cfg, history=self.history, interrupted=True, step=st.step)
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
@@ -293,7 +278,7 @@ class Runner:
         ckpt.set_rng_state(state["rng"])
 
     # -- the end -----------------------------------------------------------------------------
-    def _finish(self) -> AgentRun:
+    def _finish(self) -> Run:
         cfg, st, out = self.cfg, self.state, self.out
         self._save()
         last = self.history[-1] if self.history else {}
@@ -332,7 +317,7 @@ class Runner:
         write_metrics(out / "metrics.json", metrics)
         write_history(out / "history.csv", self.history)
         curves(self.history, out / "curves.png")
-        return AgentRun(out, cfg, metrics, self.history, False, st.step)
+        return Run(out, cfg, metrics, self.history, step=st.step)
 
 
 def _gymnasium() -> str:
@@ -343,7 +328,7 @@ def _gymnasium() -> str:
 
 def train_agent(config: RLConfig, *, output: str | Path | None = None, resume: bool = False,
                 callbacks: list[Callback] | None = None, progress: str | None = None,
-                overwrite: bool = False) -> AgentRun:
+                overwrite: bool = False) -> Run:
     """Train an agent from an RL config and write the run directory (see module docstring)."""
     cfg = config
     if progress:

@@ -240,11 +240,11 @@ def _swap(module: nn.Module, to_rank: bool) -> nn.Module:
             and module.affine:
         new: nn.Module = RankBatchNorm(module.num_features, module.eps, module.momentum,
                                        module.affine, module.track_running_stats)
-        new.__dict__["_original"] = type(module)
+        new._original = type(module)  # the class to convert back to
     elif to_rank and type(module) is nn.Dropout:
         new = RankDropout(module.p, module.inplace)
     elif not to_rank and isinstance(module, RankBatchNorm):
-        cls = module.__dict__.get("_original", nn.BatchNorm2d)
+        cls = getattr(module, "_original", nn.BatchNorm2d)
         new = cls(module.num_features, module.eps, module.momentum, module.affine,
                   module.track_running_stats)
     elif not to_rank and isinstance(module, RankDropout):
