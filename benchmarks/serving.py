@@ -60,20 +60,28 @@ def start(model: Path, settings: dict[str, Any], work: Path, *args: str,
     cfg = work / f"serve-{port}.yaml"
     cfg.write_text(json.dumps({"state_dir": str(work / f"state-{port}"), **settings}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the server's output goes to a file: a pipe nobody reads fills up (uvicorn warns once
+    # per refused connection under overload) and then blocks the server's event loop
+    out = open(work / f"server-{port}.log", "wb")  # noqa: SIM115 (the child holds it)
     proc = subprocess.Popen([LAYERWISE, "serve", f"m={model}", "--port", str(port),
                              "--config", str(cfg), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=out, stderr=subprocess.STDOUT)
+    proc.log_path = work / f"server-{port}.log"  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 180
     while wait and time.monotonic() < end:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+            raise SystemExit(f"server exited: {server_output(proc)[-2000:]}")
         try:
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.2)
     return proc, url
+
+
+def server_output(proc: subprocess.Popen[bytes]) -> str:
+    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:
@@ -152,6 +160,9 @@ class Conn:
         self.reader = self.writer = None
 
 
+OPEN_CONNECTIONS = 400  # the open-loop generator's connections at most (server: 512)
+
+
 async def _send(conn: Conn, body: bytes, lat: list[float], codes: dict[str, int]) -> None:
     t0 = time.perf_counter()
     try:
@@ -189,16 +200,26 @@ async def closed_loop(url: str, bodies: list[bytes], clients: int, seconds: floa
 
 async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float
                     ) -> dict[str, Any]:
-    """Requests started at a fixed ``rate`` per second whatever the answers do (each on an
-    idle kept-alive connection, or a new one)."""
+    """Requests started at a fixed ``rate`` per second whatever the answers do, each on an
+    idle kept-alive connection or a new one, at most ``OPEN_CONNECTIONS`` at once (a request
+    that finds none free waits for one, like behind a proxy's pool: without the bound, at
+    ~2,000 requests/s, the generator opened connections until it ran out of file
+    descriptors). Latency counts from when the request is sent (the server's answer time);
+    the wait for a free connection is reported apart (``pool_wait_p99_ms``)."""
     lat: list[float] = []
     codes: dict[str, int] = {}
     idle: list[Conn] = []
+    pool = asyncio.Semaphore(OPEN_CONNECTIONS)
+
+    waits: list[float] = []
 
     async def one(k: int) -> None:
-        conn = idle.pop() if idle else Conn(*_hostport(url))
-        await _send(conn, bodies[k % len(bodies)], lat, codes)
-        idle.append(conn)
+        due = time.perf_counter()
+        async with pool:
+            waits.append(time.perf_counter() - due)
+            conn = idle.pop() if idle else Conn(*_hostport(url))
+            await _send(conn, bodies[k % len(bodies)], lat, codes)
+            idle.append(conn)
 
     tasks = []
     start_t = time.monotonic()
@@ -211,7 +232,9 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float
     await asyncio.gather(*tasks)
     for c in idle:
         c.close()
-    return summary(lat, codes, seconds)
+    return {**summary(lat, codes, seconds),
+            "pool_wait_p99_ms": round(float(np.percentile(waits, 99)) * 1000, 1)
+            if waits else None}
 
 
 def summary(lat: list[float], codes: dict[str, int], seconds: float) -> dict[str, Any]:
@@ -229,25 +252,49 @@ NO_CACHE: dict[str, Any] = {"cache_size": 0}  # + "backend" from --backend
 
 
 # ---------------------------------------------------------------------- phases
-def throughput(model: Path, work: Path, images: np.ndarray, seconds: float
-               ) -> dict[str, Any]:
-    """Batching on vs off with 64 closed-loop clients, interleaved twice."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(proc: subprocess.Popen[bytes], url: str, bodies: list[bytes], seconds: float
+             ) -> dict[str, Any]:
+    """A closed-loop run, with the CPU time the server and this load generator spent per
+    request (the two share this machine's cores)."""
+    s0, c0 = cpu_seconds(proc.pid), time.process_time()
+    out = asyncio.run(closed_loop(url, bodies, 64, seconds))
+    s1, c1 = cpu_seconds(proc.pid), time.process_time()
+    n = max(1, sum(out["codes"].values()))
+    return {**out, "server_cpu_ms_per_req": round(1000 * (s1 - s0) / n, 3),
+            "client_cpu_ms_per_req": round(1000 * (c1 - c0) / n, 3),
+            "load_avg": round(os.getloadavg()[0], 1)}
+
+
+ON = {"max_batch_size": 64, "max_wait_ms": 0.0}  # --max-wait-ms, --max-batch change it
+
+
+def throughput(model: Path, work: Path, images: np.ndarray, seconds: float,
+               repeats: int = 2) -> dict[str, Any]:
+    """Batching on vs off with 64 closed-loop clients, interleaved, medians."""
     bodies = bodies_of(images)
-    modes = {"on": {"max_batch_size": 64, "max_wait_ms": 5, "queue_size": 512, **NO_CACHE},
+    modes = {"on": {**ON, "queue_size": 512, **NO_CACHE},
              "off": {"max_batch_size": 1, "max_wait_ms": 0, "queue_size": 512, **NO_CACHE}}
     runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
-    for _ in range(2):
+    for _ in range(repeats):
         for mode, cfg in modes.items():
             proc, url = start(model, {"defaults": cfg}, work)
             asyncio.run(closed_loop(url, bodies, 64, 3))  # warm the connections
-            runs[mode].append(asyncio.run(closed_loop(url, bodies, 64, seconds)))
+            runs[mode].append(measured(proc, url, bodies, seconds))
             stop(proc)
             print(mode, runs[mode][-1], flush=True)
-    med = {m: {k: float(np.median([r[k] for r in rs])) for k in ("ok_per_s", "p50_ms",
-                                                                   "p99_ms")}
+    keys = ("ok_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_req", "client_cpu_ms_per_req")
+    med = {m: {k: float(np.median([r[k] for r in rs])) for k in keys}
            for m, rs in runs.items()}
-    return {"runs": runs, "median": med,
-            "speedup": round(med["on"]["ok_per_s"] / med["off"]["ok_per_s"], 2)}
+    return {"config_on": modes["on"], "runs": runs, "median": med,
+            "speedup": round(med["on"]["ok_per_s"] / med["off"]["ok_per_s"], 2),
+            "speedup_by_runs": [round(a["ok_per_s"] / b["ok_per_s"], 2)
+                                for a, b in zip(runs["on"], runs["off"], strict=True)]}
 
 
 def overload(model: Path, work: Path, images: np.ndarray, seconds: float,
@@ -286,7 +333,7 @@ def sigterm(model: Path, work: Path, images: np.ndarray) -> dict[str, Any]:
 
     out = asyncio.run(load_then_term())
     code = proc.wait(60)
-    said = proc.stdout.read().decode() if proc.stdout else ""
+    said = server_output(proc)
     line = next((x for x in said.splitlines() if x.startswith("stopped:")), "")
     nums = [int(w) for w in line.replace(",", " ").split() if w.isdigit()]
     answered = sum(v for k, v in out["codes"].items() if k.isdigit())
@@ -322,9 +369,11 @@ def auth(model: Path, work: Path) -> dict[str, Any]:
             "no_token": without, "wrong_token": wrong, "right_token": right}
 
 
-def fuzz(model: Path, work: Path, examples: int) -> dict[str, Any]:
+def fuzz(model: Path, work: Path, examples: int, recommender: Path | None = None
+         ) -> dict[str, Any]:
     """Schemathesis over the OpenAPI schema; statuses read back from its HAR log."""
-    proc, url = start(model, {"rate": {"per_second": 1000, "burst": 1000}}, work)
+    extra = ([f"rec={recommender}"] if recommender else [])
+    proc, url = start(model, {"rate": {"per_second": 1000, "burst": 1000}}, work, *extra)
     har = work / "fuzz.har"
     try:
         run = subprocess.run([str(ROOT / ".venv" / "bin" / "schemathesis"), "run",
@@ -432,9 +481,17 @@ def main() -> None:
     ap.add_argument("--tabular", type=Path, default=None, help="a tabular model for drift")
     ap.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     ap.add_argument("--backend", default=None, help="the served model's backend (bf16, …)")
+    ap.add_argument("--max-wait-ms", type=float, default=ON["max_wait_ms"],
+                    help="throughput: the batching server's max_wait_ms")
+    ap.add_argument("--max-batch", type=int, default=ON["max_batch_size"],
+                    help="throughput: the batching server's max_batch_size")
+    ap.add_argument("--repeats", type=int, default=2, help="throughput: interleaved pairs")
+    ap.add_argument("--recommender", type=Path, default=None,
+                    help="schemathesis: a recommender served beside the model as 'rec'")
     args = ap.parse_args()
     if args.backend:
         NO_CACHE["backend"] = args.backend
+    ON.update(max_wait_ms=args.max_wait_ms, max_batch_size=args.max_batch)
     phases = args.only.split(",")
     work = Path(tempfile.mkdtemp(prefix="lw-serving-bench-"))
     model = work / "model"
@@ -443,13 +500,13 @@ def main() -> None:
     needs_images = {"throughput", "overload", "sigterm", "abstain", "drift"} & set(phases)
     xt, yt, xv, yv = test_images(model) if needs_images else (None,) * 4
     steps = {
-        "throughput": lambda: throughput(model, work, xt, args.seconds),
+        "throughput": lambda: throughput(model, work, xt, args.seconds, args.repeats),
         "overload": lambda: overload(model, work, xt, args.overload_seconds, args.capacity
                                      or results.get("throughput", {}).get(
                                          "median", {}).get("on", {}).get("ok_per_s")),
         "sigterm": lambda: sigterm(model, work, xt),
         "auth": lambda: auth(model, work),
-        "schemathesis": lambda: fuzz(model, work, args.examples),
+        "schemathesis": lambda: fuzz(model, work, args.examples, args.recommender),
         "abstain": lambda: abstain_phase(model, xt, yt, xv, yv),
         "drift": lambda: {"images": drift_images(model, xt, xv), **(
             {"table": drift_table(_copy(args.tabular, work))} if args.tabular else {})},

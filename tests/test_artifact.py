@@ -260,9 +260,9 @@ def test_unknown_model_family_in_the_stored_config_is_named(model_dir: Path) -> 
 
 
 def test_unknown_feature_type_is_named(model_dir: Path) -> None:
-    edit_meta(model_dir, lambda m: m["schema"]["inputs"][2].update(type="audio"))
+    edit_meta(model_dir, lambda m: m["schema"]["inputs"][2].update(type="video"))
     msg = raises(ArtifactError, lambda: lw.load(model_dir))
-    assert "'audio'" in msg and f"input {INPUTS[2]!r}" in msg
+    assert "'video'" in msg and f"input {INPUTS[2]!r}" in msg
 
 
 def test_unknown_output_type_is_named(model_dir: Path) -> None:
@@ -272,9 +272,9 @@ def test_unknown_output_type_is_named(model_dir: Path) -> None:
 
 
 def test_unknown_feature_type_in_the_stored_config_is_named(model_dir: Path) -> None:
-    edit_meta(model_dir, lambda m: m["config"]["inputs"][0].update(type="audio"))
+    edit_meta(model_dir, lambda m: m["config"]["inputs"][0].update(type="video"))
     msg = raises(ArtifactError, lambda: lw.load(model_dir))
-    assert "'audio'" in msg and "inputs.0.type" in msg
+    assert "'video'" in msg and "inputs.0.type" in msg
 
 
 def test_newer_format_version_is_refused(model_dir: Path) -> None:

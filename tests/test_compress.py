@@ -20,13 +20,19 @@ import layerwise as lw
 from layerwise import artifact as art
 from layerwise.cli import main
 from layerwise.compress import AccuracyGuardError, Options, bench, compress, export
-from layerwise.compress.bench import pick
+from layerwise.compress.bench import pick, relative
 from layerwise.compress.distill import DistillTrainer, student_config
 from layerwise.compress.guard import validation_data
 from layerwise.config import parse
 from layerwise.errors import ArtifactError, UnknownNameError
 from layerwise.inference import onnx as lo
-from layerwise.inference.backends import BACKENDS, machine_key, weights_hash
+from layerwise.inference.backends import (
+    BACKENDS,
+    default_backend,
+    machine_key,
+    resolved,
+    weights_hash,
+)
 from layerwise.inference.predictor import Predictor
 from tests.conftest import TINY_MLP
 
@@ -165,7 +171,49 @@ def test_autotune_records_its_pick_and_predict_uses_it(model: Path) -> None:
         assert stats["calls"] >= 3 and stats["p99_ms"] >= stats["median_ms"] > 0
     stored = art.read_header(model)["backends"][machine_key()]
     assert stored["pick"] == res["pick"] and stored["for_batch"] == 8
-    assert Predictor.load(model).backend == res["pick"]
+    one = len(set(res["by_batch"].values())) == 1   # else each batch size runs its own
+    assert Predictor.load(model).backend == (res["pick"] if one else "auto")
+    for name in ("eager", "onnxruntime"):  # paired per-round ratios to eager
+        assert res["backends"][name]["batches"][8]["vs_eager"] > 0
+    assert res["backends"]["eager"]["batches"][1]["vs_eager"] == 1.0
+
+
+def test_relative_speed_is_paired_round_by_round() -> None:
+    """Load that doubles between rounds cancels out of the per-round ratios."""
+    timed = {"eager": {1: [[10.0, 10.0], [20.0], [40.0, 40.0, 40.0]]},
+             "a": {1: [[8.0], [16.0, 16.0], [32.0]]},
+             "b": {1: [[5.0], [30.0], [60.0]]}}
+    ratios = relative(timed)
+    assert ratios["eager"][1] == 1.0 and ratios["a"][1] == pytest.approx(0.8)
+    assert ratios["b"][1] == pytest.approx(1.5)
+    assert relative({"a": timed["a"]}) == {}  # no reference: no ratios
+
+
+def test_pick_prefers_the_paired_ratio_over_pooled_medians() -> None:
+    report = {"eager": {"eligible": True, "batches": {1: {"median_ms": 3.0, "vs_eager": 1.0}}},
+              "a": {"eligible": True, "batches": {1: {"median_ms": 1.0, "vs_eager": 0.9}}},
+              "b": {"eligible": True, "batches": {1: {"median_ms": 2.0, "vs_eager": 0.5}}}}
+    assert pick(report, 1) == "b"
+
+
+def test_auto_backend_runs_each_batch_sizes_pick(model: Path) -> None:
+    """Autotune's picks per batch size differ → ``auto``: each call runs the pick of the
+    nearest measured batch size at or below its own."""
+    kept = {machine_key(): {"pick": "eager", "for_batch": 8,
+                            "by_batch": {"1": "bf16", "8": "eager"}}}
+    art.update_meta(model, {"backends": kept})
+    auto = Predictor.load(model)
+    assert auto.backend == "auto" and default_backend(auto.meta) == "auto"
+    assert resolved("auto", auto.meta) == "eager"
+    rows = validation_data(auto)
+    half, eager = Predictor.load(model, "bf16"), Predictor.load(model, "eager")
+    assert len(rows) >= 9
+    for n, like in ((1, half), (4, half), (8, eager), (len(rows), eager)):
+        part = rows.subset(torch.arange(n))
+        got, want = auto.forward(part)["target"], like.forward(part)["target"]
+        assert torch.equal(got, want), n
+    assert not torch.equal(half.forward(rows.subset(torch.arange(1)))["target"],
+                           eager.forward(rows.subset(torch.arange(1)))["target"])
 
 
 def test_pick_skips_an_unfaithful_backend() -> None:
@@ -244,6 +292,16 @@ def test_bf16_child_halves_the_weights(model: Path, tmp_path: Path) -> None:
     rec = compress(model, "bf16", tmp_path / "h", Options(max_drop=5))
     assert rec["weights_bytes"]["child"] < 0.6 * rec["weights_bytes"]["parent"]
     assert Predictor.load(tmp_path / "h").backend == "bf16"
+
+
+def test_child_card_keeps_the_parents_and_adds_its_lineage(model: Path, tmp_path: Path
+                                                            ) -> None:
+    rec = compress(model, "bf16", tmp_path / "h", Options(max_drop=5))
+    card = (tmp_path / "h" / "card.md").read_text(encoding="utf-8")
+    parent_card = (model / "card.md").read_text(encoding="utf-8")
+    assert card.startswith(parent_card.rstrip("\n"))
+    assert "## Compression" in card and "method: bf16" in card
+    assert rec["parent_hash"] in card and f"this model {rec['metric']['child']}" in card
 
 
 def test_distillation_loss_and_derived_student(model: Path, tmp_path: Path) -> None:

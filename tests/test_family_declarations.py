@@ -181,5 +181,5 @@ def test_build_model_reads_the_declarations(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(MLPConfig, "input_kinds",
                         tuple(k for k in MLPConfig.input_kinds if k != "image"))
     with pytest.raises(ConfigError, match=r"model mlp cannot read image inputs \(image\); "
-                                          "use family cnn$"):
+                                          "use family cnn or pretrained$"):
         build_model(cfg, [CategoryOutput(name="y", type="category")], desc)

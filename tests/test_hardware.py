@@ -274,3 +274,19 @@ def test_fp16_overflow_is_skipped_without_aborting(tmp_path: Path) -> None:
         mp.undo()
     assert res.state.skipped >= 3 and res.state.skipped < res.state.step
     assert math.isfinite(res.history[-1]["train_loss"])
+
+
+def test_a_fresh_probe_record_survives_a_safe_checkpoint_load(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """The probe's record goes into the checkpoint; a first (uncached) probe once held
+    torch's own version object there, and ``torch.load(weights_only=True)`` refused the
+    checkpoint the run had just written, so ``--resume`` failed."""
+    monkeypatch.setattr(probe, "time_precisions", lambda *a, **k: {
+        "fp32_ms": 2.0, "bf16_ms": 1.0, "speedup": 2.0, "pairs": 1})
+    model, x = nn.Linear(4, 2), torch.zeros(8, 4)
+    _, _, record = probe.choose_precision(model, lambda m: m(x).sum(), x,
+                                          torch.device("cpu"), 1, cache=tmp_path / "p.json")
+    assert record["cached"] is False and type(record["torch"]) is str
+    torch.save({"probe": record}, tmp_path / "ck.pt")
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["probe"] == record

@@ -1,5 +1,5 @@
 """`layerwise init`: column kinds with their evidence, the proposed config (it parses and
-trains as written), its refusals, and the audio message of the readers."""
+trains as written), its refusals, and folders of audio clips."""
 
 from __future__ import annotations
 
@@ -177,18 +177,25 @@ def test_too_few_rows_is_a_clear_error(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- audio
 
 
-def test_audio_is_said_to_be_unsupported(tmp_path: Path) -> None:
+def test_an_audio_folder_is_read_and_proposed(tmp_path: Path) -> None:
+    """A folder of clips per class is an audio data set (issue 17): read as file paths and
+    labels, proposed as an audio input (its length from the clips' headers) for a cnn."""
+    sf = pytest.importorskip("soundfile")
     wav = tmp_path / "yes.wav"
     wav.write_bytes(b"RIFF0000WAVEfmt ")
-    with pytest.raises(DataError, match=r"audio \(\.wav files\) is not supported"):
+    with pytest.raises(DataError, match=r"one audio clip \(\.wav file\) is not a data set"):
         read(wav)
     for cls in ("yes", "no"):
         (tmp_path / "words" / cls).mkdir(parents=True)
-        (tmp_path / "words" / cls / "a.wav").write_bytes(b"RIFF")
-    with pytest.raises(DataError, match="audio .* not supported as an input yet"):
-        read(tmp_path / "words")
-    with pytest.raises(DataError, match="not supported"):
-        propose(tmp_path / "words")
+        for i in range(6):
+            sf.write(tmp_path / "words" / cls / f"{i}.wav",
+                     np.zeros(8000 + 800 * i, dtype=np.float32), 16000)
+    t = read(tmp_path / "words")
+    assert list(t.columns) == ["audio", "label"] and len(t) == 12
+    p = propose(tmp_path / "words")
+    audio = next(f for f, _ in p.inputs if f["name"] == "audio")
+    assert audio["type"] == "audio" and audio["length"] == 0.8  # the longest: 0.8 s
+    assert p.model["family"] == "cnn" and "spectrogram" in p.yaml(tmp_path / "w.yaml", "w")
 
 
 def test_an_image_folder_gets_the_cnn(tmp_path: Path) -> None:

@@ -39,6 +39,8 @@ CASES: dict[str, dict[str, Any]] = {
                     "positions": "rotary", "pooling": "cls", "dense": [8], "dropout": 0.1},
     "bag": {"family": "bag", "embedding_dim": 8, "ngrams": 3, "buckets": 64,
             "pooling": "sqrt", "dense": [8], "dropout": 0.1},
+    "pretrained": {"family": "pretrained", "encoder": "efficientnet-lite0", "image_size": 32,
+                   "dense": [8], "dropout": 0.1},
     "seq2seq": {"family": "seq2seq", "d_model": 8, "heads": 2, "encoder_layers": 1,
                 "decoder_layers": 2, "positions": "rotary", "dropout": 0.1},
 }
@@ -120,8 +122,8 @@ def test_registry_rejects_duplicates_and_lists_names_on_a_miss() -> None:
     with pytest.raises(ConfigError, match="already registered"):
         register_model("mlp")(type("Dup", (torch.nn.Module,), {"from_config": classmethod(
             lambda cls, c, d: cls())}))
-    with pytest.raises(UnknownNameError, match="registered: .*cnn, .*mlp, rnn, seq2seq, "
-                                               "transformer"):
+    with pytest.raises(UnknownNameError, match="registered: .*cnn, .*mlp, pretrained, rnn, "
+                                               "seq2seq, transformer"):
         get_model("resnet9000")
 
 

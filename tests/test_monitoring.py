@@ -148,3 +148,27 @@ def test_threshold_for_a_target_accuracy_and_conformal_sets() -> None:
     assert "below" in str(reason({"label": "a", "label_probability": 0.7}, [Out()], 0.8))
     assert "conformal" in str(reason({"label": "a", "label_probability": 0.99,
                                       "label_set": ["a", "b"]}, [Out()], 0.5))
+
+
+def test_comparison_metrics_leave_out_abstentions_and_use_mae_for_numbers() -> None:
+    from layerwise.monitoring import compare
+
+    log = [{"model": "m", "version": "1", "request_id": "a", "row": 0, "latency_ms": 2.0,
+            "output": {"y": "yes", "y_probability": 0.9}, "abstain": False},
+           {"model": "m", "version": "1", "request_id": "a", "row": 1, "latency_ms": 2.0,
+            "output": {"y": "no", "y_probability": 0.6}, "abstain": False},
+           {"model": "m", "version": "1", "request_id": "b", "row": 0, "latency_ms": 4.0,
+            "output": {"y": "yes"}, "abstain": True},
+           {"model": "m", "version": "2", "request_id": "c", "row": 0, "latency_ms": 1.0,
+            "output": {"y": 3.0}, "abstain": False}]
+    labels = {("a", 0): "yes", ("a", 1): "yes", ("b", 0): "no", ("c", 0): 5}
+    got = compare.versions(log, labels)
+    assert got["m@1"]["labelled"] == 3 and got["m@1"]["labelled_answered"] == 2
+    assert got["m@1"]["accuracy"] == 0.5 and got["m@1"]["abstain_rate"] == pytest.approx(1 / 3)
+    assert got["m@2"]["mae"] == 2.0 and "accuracy" not in got["m@2"]
+    sh = compare.shadow([{"request_id": "a", "row": 0, "primary": "yes", "shadow": "no",
+                          "primary_ms": 1, "shadow_ms": 3},
+                         {"request_id": "a", "row": 1, "primary": "no", "shadow": "yes",
+                          "primary_ms": 1, "shadow_ms": 3}], labels)
+    assert sh["agreement"] == 0 and sh["primary"]["accuracy"] == 0.5
+    assert sh["shadow"]["accuracy"] == 0.5 and sh["shadow_median_ms"] == 3

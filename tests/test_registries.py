@@ -88,11 +88,11 @@ def test_every_output_type_is_decoded() -> None:
 def test_encoder_registry_rejects_duplicates_and_lists_names_on_a_miss() -> None:
     with pytest.raises(ConfigError, match="'numeric' is already registered"):
         _by_kind(NumericEncoder, NumericEncoder)
-    with pytest.raises(DataError, match="no input encoder for type 'audio'; registered: "
-                                        "binary, category, image, numeric, text"):
-        make_encoder(SimpleNamespace(name="x", type="audio"), output=False)
+    with pytest.raises(DataError, match="no input encoder for type 'video'; registered: "
+                                        "audio, binary, category, image, numeric, "):
+        make_encoder(SimpleNamespace(name="x", type="video"), output=False)
     with pytest.raises(TypeError):
-        INPUT_ENCODERS["audio"] = NumericEncoder  # type: ignore[index]  # read-only
+        INPUT_ENCODERS["video"] = NumericEncoder  # type: ignore[index]  # read-only
 
 
 # ----------------------------------------------------------------------------- models

@@ -79,7 +79,7 @@ def test_lstm_forget_gate_bias_starts_at_one() -> None:
 
 def test_rnn_needs_a_text_input() -> None:
     cfg = TypeAdapter(ModelConfig).validate_python({"family": "rnn"})
-    with pytest.raises(ConfigError, match="at least one text or timeseries input"):
+    with pytest.raises(ConfigError, match="at least one text, timeseries, series or audio input"):
         build_model(cfg, OUT, dict(DESC, texts={}))
 
 

@@ -439,3 +439,180 @@ def test_generate_refuses_a_model_that_does_not_generate(models: dict[str, Path]
     with running({"mlp": str(models["mlp"])}, tmp_path) as (c, _):
         r = c.post("/v1/models/mlp/generate", json={"prompt": "x"})
     assert r.status_code == 422 and "language model" in r.text
+
+
+def test_ab_and_shadow_report_joins_labels_by_request_id(models: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    import time
+
+    from layerwise.cli import main
+
+    cfg = {"models": {"mlp": {"path": str(models["mlp"])},
+                      "mlp2": {"path": str(models["mlp2"])}},
+           "routes": {"wine": {"split": {"mlp": 50, "mlp2": 50}, "shadow": "mlp2"}}}
+    sources = {"mlp": str(models["mlp"]), "mlp2": str(models["mlp2"])}
+    batch = rows(30, seed=3)
+    truth = ["class_0", "class_1", "class_2"]
+    answers: dict[str, dict[str, Any]] = {}
+    with running(sources, tmp_path, **cfg) as (c, _):
+        for i, row in enumerate(batch):
+            r = c.post("/v1/models/wine/predict",
+                       json={"rows": [row], "key": str(i), "request_id": f"r{i}"}).json()
+            assert r["request_id"] == f"r{i}"
+            answers[f"r{i}"] = r
+        bad = c.post("/v1/models/wine/predict", json={"rows": [batch[0]],
+                                                     "request_id": "no spaces"})
+        assert bad.status_code == 422 and "request_id" in str(bad.json())
+        time.sleep(0.5)  # the shadow answers after the caller's
+        labels = tmp_path / "state" / "labels.jsonl"  # labels arrive for 20 of 30 rows
+        labels.write_text("".join(json.dumps({"request_id": f"r{i}", "row": 0,
+                                              "label": truth[i % 3]}) + "\n"
+                                  for i in range(20)))
+        report = c.get("/v1/report").json()
+        shadow = c.get("/v1/shadow").json()
+    for model in ("mlp", "mlp2"):  # the labelled metric per version, as the caller sees it
+        mine = [(a["predictions"][0]["target"], truth[i % 3]) for i in range(20)
+                if (a := answers[f"r{i}"])["model"] == model]
+        version = next(k for k in report["versions"] if k.startswith(model + "@"))
+        got = report["versions"][version]
+        assert got["rows"] == sum(a["model"] == model for a in answers.values())
+        assert got["labelled"] == len(mine)
+        assert got["accuracy"] == pytest.approx(np.mean([p == y for p, y in mine]))
+        assert got["latency_p50_ms"] > 0
+    mirrored = [i for i in range(20) if answers[f"r{i}"]["model"] == "mlp"]
+    assert shadow["requests"] == sum(a["model"] == "mlp" for a in answers.values())
+    assert shadow["primary"]["labelled"] == len(mirrored)
+    assert shadow["primary"]["accuracy"] == pytest.approx(np.mean(
+        [answers[f"r{i}"]["predictions"][0]["target"] == truth[i % 3] for i in mirrored]))
+    assert "accuracy" in shadow["shadow"] and 0 <= shadow["agreement"] <= 1
+    assert main(["serve-report", str(tmp_path / "state")]) == 0
+
+
+def test_abstained_images_are_queued_whole_and_train_the_next_model(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    from layerwise.monitoring.labels import decode_png
+    from layerwise.monitoring.retrain import retrain
+
+    rng = np.random.default_rng(0)
+    images = [(rng.random((8, 8)) * 255).astype(np.uint8) for _ in range(10)]
+    cfg = {"models": {"cnn": {"threshold": 0.999}}}
+    with running({"cnn": str(models["cnn"])}, tmp_path, **cfg) as (c, _):
+        r = c.post("/v1/models/cnn/predict", json={"rows": [{"image": x.tolist()}
+                                                            for x in images]})
+    assert all(p["abstain"] for p in r.json()["predictions"])
+    queue = tmp_path / "state" / "review.jsonl"
+    items = read_lines(queue)
+    assert [it["row"] for it in items] == list(range(10))
+    assert items[0]["request_id"] == r.json()["request_id"]
+    assert np.array_equal(decode_png(items[3]["inputs"]["image"], "x"), images[3])
+    for it in items:  # a person labels each as the model guessed
+        label_review(queue, it["id"], it["prediction"]["label"])
+    tune = {**copy.deepcopy(TINY_CNN), "train": {**TINY_CNN["train"], "epochs": 1}}
+    out = retrain(models["cnn"], tune, review=queue, output=tmp_path / "next")
+    assert out["tuned_new_rows"] + out["held_out_new_rows"] == 10
+    assert out["held_out_rows"] > out["held_out_new_rows"]  # plus the config's test split
+
+
+def test_a_recommender_answers_over_http(tmp_path: Path) -> None:
+    from layerwise.recommend import Recommender
+    from tests.test_recommend import _config, _interactions
+
+    cfg = _config(_interactions(tmp_path / "ratings.csv"), "two_tower", epochs=2)
+    model = lw.train(cfg, output=tmp_path / "rec").model_dir
+    local = Recommender.load(model)
+    with running({"rec": str(model)}, tmp_path) as (c, _):
+        known = c.post("/v1/models/rec/recommend", json={"user": 3, "k": 4})
+        cold = c.post("/v1/models/rec/recommend", json={"user": "nobody", "k": 3})
+        listed = c.get("/v1/models").json()["models"]
+        bad = [c.post("/v1/models/rec/recommend", json=b) for b in (
+            {"user": 3, "k": 0}, {"k": 3}, {"user": ""}, {"user": [1]}, {"user": 3, "k": "x"})]
+        missing = c.post("/v1/models/nope/recommend", json={"user": 3})
+    assert known.status_code == 200, known.text
+    body = known.json()
+    assert body["items"] == local.recommend(3, 4)["items"] and not body["cold_start"]
+    assert len(body["items"]) == 4 and {"item", "score"} <= set(body["items"][0])
+    assert cold.json()["cold_start"] and cold.json()["source"] == "features"
+    assert len(cold.json()["items"]) == 3
+    assert any(m["name"] == "rec" and m["kind"] == "recommender" for m in listed)
+    assert [b.status_code for b in bad] == [422] * 5
+    fields = [b.json()["detail"][0]["loc"][1] for b in bad]  # ["body", field, ...]
+    assert fields == ["k", "user", "user", "user", "k"]
+    assert missing.status_code == 404
+
+
+def test_the_predict_fast_path_answers_as_the_framework_route_does(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    # "application/json" takes the fast path (serving/predict.py); "application/x+json" is
+    # JSON too, which the fast path leaves to the framework's own route
+    bodies = [json.dumps({"rows": [WINE_ROW], "request_id": "same"}), "{not json",
+              json.dumps({"rows": []}), json.dumps({"rows": "x"}), json.dumps([1, 2]),
+              json.dumps({"rows": [WINE_ROW], "request_id": "a b"}),
+              json.dumps({"rows": [{**WINE_ROW, "alcohol": "much"}]}),
+              json.dumps({"rows": [WINE_ROW], "key": 3})]
+    with running({"mlp": str(models["mlp"])}, tmp_path, token="t0k") as (c, _):
+        def both(body: str, path: str = "/v1/models/mlp/predict",
+                 token: str | None = "t0k") -> list[tuple[int, Any]]:
+            auth = {"authorization": f"Bearer {token}"} if token else {}
+            out = []
+            for kind in ("application/json", "application/x+json"):
+                r = c.post(path, content=body, headers={"content-type": kind, **auth})
+                detail = r.json()
+                if r.status_code == 200:
+                    detail = {k: v for k, v in detail.items() if k != "request_id"} | {
+                        "id": detail["request_id"]}
+                out.append((r.status_code, detail, r.headers.get("www-authenticate")))
+            return out
+        pairs = [both(b) for b in bodies]
+        pairs += [both(bodies[0], "/v1/models/nope/predict"), both(bodies[0], token=None),
+                  both(bodies[0], token="wrong")]
+    statuses = [p[0][0] for p in pairs]
+    assert statuses == [200, 422, 422, 422, 422, 422, 422, 422, 404, 401, 401]
+    for fast, framework in pairs:
+        assert fast == framework
+
+
+def test_batcher_prepares_each_request_and_takes_what_is_queued() -> None:
+    import asyncio
+
+    from layerwise.serving.batcher import MicroBatcher
+
+    calls: list[int] = []
+
+    def prepare(rows: list[Any]) -> list[dict[str, Any]]:
+        if any(r == "bad" for r in rows):
+            raise ValueError("bad row")
+        return [{"x": int(r)} for r in rows]
+
+    def run(batch: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+        calls.append(len(batch))
+        return [{"y": r["x"] * 2} for r in batch]
+
+    async def go() -> list[Any]:
+        b = MicroBatcher(run, max_batch=8, max_wait=0.0, queue_size=16, prepare=prepare)
+        futs = [b.submit([str(i)] if i != 3 else ["bad"]) for i in range(6)]
+        b.start()  # six requests already queued: one batch of five, no waiting
+        out = await asyncio.gather(*futs, return_exceptions=True)
+        await b.close()
+        return out
+
+    out = asyncio.run(go())
+    assert calls == [5]
+    assert isinstance(out[3], ValueError)
+    assert [o for i, o in enumerate(out) if i != 3] == [
+        ([{"x": i}], [{"y": 2 * i}]) for i in (0, 1, 2, 4, 5)]
+
+
+def test_buffered_logs_are_written_whole_when_full_or_flushed(tmp_path: Path) -> None:
+    from layerwise.serving.records import JsonLines
+
+    log = JsonLines(tmp_path / "p.jsonl", buffer=3, flush_s=60)
+    for i in range(2):
+        log.write({"i": i})
+    assert (tmp_path / "p.jsonl").read_text() == ""  # held
+    log.write({"i": 2})
+    assert len(read_lines(tmp_path / "p.jsonl")) == 3
+    log.write({"i": 3})
+    log.flush()
+    log.write({"i": 4})
+    log.close()
+    assert [r["i"] for r in read_lines(tmp_path / "p.jsonl")] == [0, 1, 2, 3, 4]

@@ -104,7 +104,7 @@ def test_tokenizers_are_fitted_on_the_training_split_only(tmp_path: Path) -> Non
     seen = {w for t in ds.raw_train["text"] for w in str(t).split()}  # type: ignore[index]
     assert set(enc.vocab[2:]) <= seen
     desc = ds.schema.describe()["texts"]["text"]
-    assert desc == {"vocab_size": enc.size, "max_length": 128, "pad_id": 0}
+    assert desc == {"vocab_size": enc.size, "max_length": 128, "pad_id": 0, "tokenizer": "word"}
     assert ds.train.inputs["text"]["ids"].shape[1] == 128
 
 

@@ -92,6 +92,10 @@ def test_runs_show_compare_delete(uri: str, capsys: pytest.CaptureFixture[str]) 
     assert [r["name"] for r in store.open_store(uri).runs()] == ["r1", "r0"]
 
 
+CARD = {"intended_use": "Telling the three cultivars apart in the teaching lab.",
+        "limitations": "Wines from one region only.", "owners": ["lab team"]}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """One real run recorded in its own store: (store URI, run directory)."""
@@ -105,7 +109,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     before = os.environ.get("LAYERWISE_TRACKING_URI")
     os.environ["LAYERWISE_TRACKING_URI"] = u
     try:
-        run = lw.train({**TINY_MLP, "name": "wine"}, output=root / "wine")
+        run = lw.train({**TINY_MLP, "name": "wine", "card": CARD}, output=root / "wine")
     finally:
         if before is None:
             os.environ.pop("LAYERWISE_TRACKING_URI")
@@ -212,8 +216,12 @@ def test_the_model_card_is_rebuilt_from_the_store(trained: tuple[str, Path], tmp
     for part in ("# Model card: wine", "## Model", "family: `mlp`", "## Data",
                  "## Hyperparameters", "| optimizer.lr |", "## Evaluation", "test: accuracy",
                  "| class | precision", "calibration: not measured", "## Lineage",
-                 "models:/carded/1", "production", "## Intended use and limitations"):
+                 "models:/carded/1", "production", "## Intended use and limitations",
+                 f"Intended use: {CARD['intended_use']}", f"Limitations: {CARD['limitations']}",
+                 "Owners: lab team"):
         assert part in md, part
+    written = (run_dir / "model" / "card.md").read_text(encoding="utf-8")
+    assert f"- Intended use: {CARD['intended_use']}" in written and "- Owners: lab team" in written
     out = tmp_path / "card.html"
     assert main(["runs", "card", rid, "--html", "--output", str(out)]) == 0
     page = out.read_text()

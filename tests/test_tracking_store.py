@@ -81,6 +81,24 @@ def test_migrations_head_matches_the_schema(uri: str) -> None:
     s.close()
 
 
+def test_a_store_with_the_old_version_table_name_opens_and_keeps_its_runs(
+        tmp_path: Path) -> None:
+    """Stores made before the version table had its own name keep their revision in
+    ``alembic_version``; opening one must not try to create its tables again."""
+    import sqlite3
+
+    uri = sqlite_uri(tmp_path)
+    rid = store.Store(uri).create_run(name="old", kind="train")
+    db = sqlite3.connect(uri.removeprefix("sqlite:///"))
+    db.execute(f"ALTER TABLE {store.VERSION_TABLE} RENAME TO alembic_version")
+    db.commit()
+    db.close()
+    reopened = store.Store(uri)
+    assert [r["id"] for r in reopened.runs()] == [rid]
+    reopened.create_run(name="new", kind="train")
+    assert len(store.Store(uri).runs()) == 2
+
+
 def test_runs_metrics_artifacts_round_trip(uri: str) -> None:
     s = store.Store(uri)
     a = s.create_run(name="alpha", path="/x/alpha", config={"lr": 0.1}, seed=3)

@@ -116,3 +116,25 @@ def test_an_agent_config_is_refused_before_any_trial(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no epochs"):
         tune(cfg, trials=1, space=space, output=tmp_path / "study")
     assert not (tmp_path / "study").exists()
+
+
+def test_a_recommender_config_tunes_on_its_ranking_metric(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recommender reports its validation ranking metrics every epoch: the study prunes
+    and ranks trials on them like any supervised run."""
+    from layerwise.experiments.tune import tune
+    from tests.test_recommend import _config as recommender
+    from tests.test_recommend import _interactions
+
+    monkeypatch.setenv("LAYERWISE_TRACKING_URI", sqlite_uri(tmp_path))
+    cfg = recommender(_interactions(tmp_path / "tiny.csv"), "mf", epochs=3)
+    cfg["tune"] = {"metric": "val_ndcg", "space": {"train.optimizer.lr": {
+        "log_uniform": [1.0e-3, 0.1]}, "model.dim": {"choice": [4, 8]}}}
+    path = tmp_path / "rec.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = tune(path, trials=3, output=tmp_path / "study")
+    summary = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert summary["trials"] == 3 and summary["failed"] == 0, summary
+    assert 0.0 < summary["best_value"] <= 1.0 and result.best_params
+    best = yaml.safe_load((tmp_path / "study" / "best.yaml").read_text())
+    assert best["model"]["dim"] == summary["best_params"]["model.dim"]

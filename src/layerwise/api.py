@@ -19,8 +19,9 @@ from layerwise import artifact as art
 from layerwise.config import GENERATIVE_FAMILIES, Config, RecommendConfig, RLConfig, parse
 from layerwise.data.augment import Augmenter
 from layerwise.data.batching import TensorData
-from layerwise.data.build import Dataset, build, encode_rows
+from layerwise.data.build import Dataset, encode_rows, resolve_columns
 from layerwise.data.features import CategoryEncoder, NumericEncoder
+from layerwise.data.streaming import build_for_training, held_out_sample
 from layerwise.errors import ConfigError
 from layerwise.evaluation import generative as gen_eval
 from layerwise.evaluation import splits
@@ -73,8 +74,17 @@ def build_for(cfg: Config, ds: Dataset) -> LayerwiseModel:
     torch.manual_seed(cfg.seed)
     scales = {e.name: e.scale for e in ds.schema.outputs  # type: ignore[attr-defined]
               if isinstance(e, NumericEncoder) or e.kind == "forecast"}
-    return build_model(cfg.model, cfg.outputs, ds.schema.describe(), _class_weights(cfg, ds),
-                       scales)
+    model = build_model(cfg.model, cfg.outputs, ds.schema.describe(),
+                        _class_weights(cfg, ds), scales)
+    fit_data = getattr(getattr(model, "backbone", None), "fit_data", None)
+    if fit_data is not None and hasattr(ds.train, "inputs"):  # statistics of the training
+        fit_data(ds.train.inputs)                             # inputs (the bag's idf)
+    init_from = getattr(cfg.model, "init_from", None)
+    if init_from:  # a pre-trained encoder's weights (layerwise pretrain)
+        from layerwise.pretrain.warm_start import warm_start
+
+        ds.info["init_from"] = warm_start(model, init_from)
+    return model
 
 
 def family_defaults(cfg: Config) -> dict[str, str]:
@@ -121,9 +131,10 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
     if distributed.restarted():  # an elastic restart repeats the command: it continues
         resume, overwrite = True, False
     defaults = family_defaults(cfg)
+    resolve_columns(cfg)  # globs → columns before the run's config is compared or written
     rd = check_run(cfg, output, resume=resume, overwrite=overwrite)
     t_data = time.perf_counter()
-    ds = build(cfg)
+    ds = build_for_training(cfg)  # in memory when it fits data.memory_budget, else streamed
     generative = cfg.model.family in GENERATIVE_FAMILIES
     if generative:
         ds = gen_eval.prepare(cfg, ds)
@@ -132,7 +143,7 @@ def train(config: Config | dict[str, Any] | str | Path, *, output: str | Path | 
     if main:
         start_run(rd, cfg, resume=resume, overwrite=overwrite, data_hash=ds.data_hash)
     with recording_failure(rd) if main else nullcontext():
-        images = {e.name: e.cfg.augment for e in ds.schema.images}
+        images = {e.name: e.cfg.augment for e in ds.schema.images + ds.schema.audio}
         tracked = [TrackEpochs(rd)] if main else []
         trainer = Trainer(cfg.train, callbacks=[*(callbacks or []), *tracked],
                           checkpoint_dir=rd.checkpoints,
@@ -202,15 +213,31 @@ def _reference(ds: Dataset, model: torch.nn.Module, seed: int) -> dict[str, Any]
         return ds.reference
     from layerwise.monitoring.reference import extend
 
-    return extend(ds.reference, ds, model, seed)
+    return extend(ds.reference, held_out_sample(ds, 4096, seed), model, seed)
 
 
 @torch.inference_mode()
 def evaluate_model(model: torch.nn.Module, schema: Any, data: TensorData,
                    batch_size: int = 2048) -> dict[str, Any]:
-    from layerwise.data.batching import take
+    """Metrics of ``model`` on encoded rows (streamed data: shard by shard)."""
+    from layerwise.data.batching import cat
 
     model.eval()
+    if not hasattr(data, "chunks"):
+        return evaluate_outputs(schema, _outputs(model, schema, data, batch_size),
+                                data.targets)
+    outs, targets = [], []
+    for part in data.chunks():  # one shard in memory at a time
+        outs.append(_outputs(model, schema, part, batch_size))
+        targets.append(part.targets)
+    return evaluate_outputs(schema, cat(outs), cat(targets))
+
+
+def _outputs(model: torch.nn.Module, schema: Any, data: TensorData, batch_size: int
+             ) -> dict[str, torch.Tensor]:
+    """The model's outputs on every row, in batches (per-row sums for language models)."""
+    from layerwise.data.batching import take
+
     n = len(data)
     outs = []
     heads = getattr(model, "heads", {})
@@ -218,14 +245,14 @@ def evaluate_model(model: torch.nn.Module, schema: Any, data: TensorData,
         idx = torch.arange(s, min(n, s + batch_size))
         out = model(take(data.inputs, idx))
         for name, head in heads.items():  # a language model's logits [B, T, V] are too big
-            if hasattr(head, "row_stats"):  # to keep: keep per-row sums instead
+            if hasattr(head, "row_stats") and getattr(head, "kind", "") != "ctc":  # per-row sums
+                # (a ctc output's scores [B, T, 1 + alphabet] are small: kept to decode)
                 out[name] = head.row_stats(out[name], take(data.targets[name], idx))
             if getattr(head, "kind", "") == "sequence":  # exact match by decoding for real
                 out[name][:, 3] = seq2seq.exact_rows(model, schema, take(data.inputs, idx),
                                                      take(data.targets[name], idx))
         outs.append(out)
-    cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
-    return evaluate_outputs(schema, cat, data.targets)
+    return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
 
 
 def _train_agent(cfg: RLConfig, output: str | Path | None, resume: bool,

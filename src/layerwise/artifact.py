@@ -157,6 +157,10 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     meta = read_header(path)
     meta_path = Path(path) / META
     kind = meta.get("kind", "supervised")
+    if kind == "encoder":  # layerwise pretrain: weights to start from, no output heads
+        raise ArtifactError(f"{meta_path}: holds a pre-trained encoder (layerwise pretrain), "
+                            "not a model that predicts; start a model from it with "
+                            f"model.init_from: {Path(path)}")
     if kind != "supervised":
         raise ArtifactError(f"{meta_path}: holds a {kind}, not a supervised model; load it "
                             "with layerwise.load")
@@ -181,7 +185,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 def rebuild(config: Config, schema: Schema) -> LayerwiseModel:
     """The model skeleton for a fitted schema (weights are loaded separately)."""
-    desc = schema.describe()
+    # restoring: a family with pre-trained parts takes every weight from the artifact
+    desc = {**schema.describe(), "restoring": True}
     return build_model(config.model, config.outputs, desc)
 
 

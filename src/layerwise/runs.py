@@ -90,6 +90,7 @@ def comparable(cfg: Any) -> dict[str, Any]:
     a resume may change."""
     d = dict(cfg) if isinstance(cfg, dict) else cfg.model_dump(mode="json")
     d["train"] = {k: v for k, v in d.get("train", {}).items() if k not in MAY_CHANGE}
+    d.pop("card", None)  # the model card's words: documentation, free to change
     return d
 
 
@@ -230,7 +231,7 @@ def versions(**extra: str) -> dict[str, str]:
     """Library versions for the lineage record."""
     from layerwise import __version__
 
-    return {"layerwise": __version__, "torch": torch.__version__, **extra,
+    return {"layerwise": __version__, "torch": str(torch.__version__), **extra,
             "python": platform.python_version()}
 
 

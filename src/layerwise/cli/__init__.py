@@ -15,6 +15,7 @@ import typer
 # (``layerwise runs list``). One line per command, so each lands on its own.
 COMMANDS = {
     "train": "train:train",
+    "pretrain": "pretrain:pretrain",
     "init": "init:init",
     "evaluate": "evaluate:evaluate",
     "predict": "predict:predict",
@@ -37,9 +38,12 @@ COMMANDS = {
     "report": "report:report",
     "serve": "serve:serve",
     "monitor": "serve:monitor",
+    "serve-report": "serve:serve_report",
     "cv": "cv:cv",
     "calibrate": "calibrate:calibrate",
     "recommend": "recommend:recommend",
+    "chat": "chat:chat",
+    "handoff": "handoff:handoff",
 }
 
 app = typer.Typer(name="layerwise", no_args_is_help=True, add_completion=False,

@@ -19,7 +19,8 @@ def compress(
     amount: Annotated[float, typer.Option("--amount", help="prune: share of every hidden "
                       "layer's channels removed")] = 0.5,
     max_drop: Annotated[float, typer.Option("--max-drop", min=0, help="refuse a child that "
-                        "loses more points of the main metric than this")] = 1.0,
+                        "loses more points of the main metric than this (for nats per "
+                        "token: a rise of more nats than this)")] = 1.0,
     epochs: Annotated[int, typer.Option("--epochs", min=0, help="prune/distill: epochs of "
                       "(fine-)tuning")] = 2,
     lr_scale: Annotated[float, typer.Option("--lr-scale", min=0, help="prune: fine-tuning "
@@ -48,9 +49,12 @@ def compress(
                    temperature=temperature, alpha=alpha, student=student, metric=metric,
                    data=data)
     record = run(resolve_model(model_dir), method, output, opts, overwrite=overwrite)
+    from layerwise.compress.guard import LOWER
+
     m = record["metric"]
-    print(f"{method}: {m['name']} {m['parent']:.2f} → {m['child']:.2f} (backend "
-          f"{record['backend']}); written to {output}", file=sys.stderr)
+    digits = 4 if m["name"] in LOWER else 2  # nats per token move in the third decimal
+    print(f"{method}: {m['name']} {m['parent']:.{digits}f} → {m['child']:.{digits}f} "
+          f"(backend {record['backend']}); written to {output}", file=sys.stderr)
 
 
 def export(
@@ -80,7 +84,7 @@ def bench(
                         "backend for this machine in the model")] = False,
     for_batch: Annotated[int, typer.Option("--for-batch", min=1, help="the batch size the "
                          "pick is made for")] = 64,
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="interleaved rounds")] = 5,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="interleaved rounds")] = 9,
     seconds: Annotated[float, typer.Option("--seconds", min=0, help="seconds per backend "
                        "and batch size in each round")] = 0.2,
     max_drop: Annotated[float, typer.Option("--max-drop", min=0, help="points of the main "

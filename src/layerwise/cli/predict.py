@@ -17,7 +17,7 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(help="a model directory, or a "
                          "registered model: models:/NAME@ALIAS, models:/NAME/VERSION")],
     input_: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV / JSONL / Parquet / "
-                      ".npz file, an image file, or a folder of images")],
+                      ".npz file, an image or audio file, or a folder of them")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write .csv or "  # noqa: UP007
                       ".jsonl (default: JSON lines on stdout)")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="eager | compiled | "  # noqa: UP007
@@ -45,14 +45,17 @@ def predict(
 
 
 def read_input(input_: Path) -> Any:
-    """A file path as it is, or a folder as the sorted list of its images."""
-    from layerwise.data.sources import IMAGE_SUFFIXES
+    """A file path as it is, or a folder as the sorted list of its images (or, with none,
+    of its audio clips)."""
+    from layerwise.data.sources import AUDIO_SUFFIXES, IMAGE_SUFFIXES
     from layerwise.errors import DataError
 
     if input_.is_dir():
         rows = sorted(str(p) for p in input_.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        rows = rows or sorted(str(p) for p in input_.rglob("*")
+                              if p.suffix.lower() in AUDIO_SUFFIXES)
         if not rows:
-            raise DataError(f"{input_}: no images found")
+            raise DataError(f"{input_}: no images or audio clips found")
         return rows
     if not input_.exists():
         raise DataError(f"input not found: {input_}")

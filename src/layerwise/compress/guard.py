@@ -11,15 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from layerwise.data.batching import TensorData
+import torch
+
+from layerwise.data.batching import TensorData, take
 from layerwise.data.build import Dataset, build, encode_rows
 from layerwise.errors import ConfigError, LayerwiseError
 from layerwise.evaluation.metrics import evaluate_outputs
 from layerwise.inference.predictor import Predictor
+from layerwise.inference.seq2seq import exact_rows, sequence_output
 
 # a main metric per output kind: (metric, higher is better)
 MAIN = {"category": ("accuracy", True), "binary": ("accuracy", True),
-        "numeric": ("r2", True)}
+        "numeric": ("r2", True), "next_token": ("nats_per_token", False),
+        "sequence": ("exact_match", True)}
+# metrics where lower is better; they are compared in their own units (nats, not points)
+LOWER = frozenset({"nats_per_token", "perplexity", "mae", "rmse", "mse", "mape"})
 
 
 class AccuracyGuardError(LayerwiseError, ValueError):
@@ -57,22 +63,62 @@ def main_metric(pred: Predictor, metric: str | None = None) -> str:
     return MAIN[kind][0]
 
 
+def outputs(pred: Predictor, data: TensorData, batch_size: int = 256
+            ) -> dict[str, torch.Tensor]:
+    """``pred``'s outputs on ``data`` through its backend, as the metrics read them: a
+    language model's or a sequence model's per-token logits ``[B, T, V]`` become per-row
+    sums batch by batch (the heads' ``row_stats``); a sequence output's exact match is the
+    teacher-forced one (the same as greedy decoding), or decoded for real with beams."""
+    heads = getattr(pred.model, "heads", {})
+    outs: list[dict[str, torch.Tensor]] = []
+    with torch.inference_mode():
+        for s in range(0, len(data), batch_size):
+            idx = torch.arange(s, min(len(data), s + batch_size))
+            x = take(data.inputs, idx)
+            out = {k: v.float() for k, v in pred._runner(x).items()}
+            for name, head in heads.items():
+                if hasattr(head, "row_stats") and out[name].dim() == 3:
+                    out[name] = head.row_stats(out[name], take(data.targets[name], idx))
+                if getattr(head, "kind", "") == "sequence" and _beams(pred) > 1:
+                    out[name][:, 3] = exact_rows(pred.model, pred.schema, x,
+                                                 take(data.targets[name], idx))
+            outs.append(out)
+    return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+
+
+def _beams(pred: Predictor) -> int:
+    enc = sequence_output(pred.schema)
+    return int(enc.cfg.beams) if enc is not None else 1
+
+
 def score(pred: Predictor, data: TensorData, metric: str) -> float:
-    """``metric`` of ``pred`` (through its backend) on ``data``, in points (×100)."""
-    metrics: dict[str, Any] = evaluate_outputs(pred.schema, pred.forward(data, 512),
-                                               data.targets)
+    """``metric`` of ``pred`` (through its backend) on ``data``: in points (×100), or in
+    its own units for a lower-is-better metric (nats per token, errors)."""
+    metrics: dict[str, Any] = evaluate_outputs(pred.schema, outputs(pred, data), data.targets)
     if len(pred.schema.outputs) > 1:
         metrics = metrics[pred.schema.outputs[0].name]
     if metric not in metrics or not isinstance(metrics[metric], int | float):
         names = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
         raise ConfigError(f"unknown metric {metric!r} for the guard; valid: "
                           f"{', '.join(names)}")
-    return 100.0 * float(metrics[metric])
+    return float(metrics[metric]) * (1.0 if metric in LOWER else 100.0)
+
+
+def loss_of(metric: str, parent: float, child: float) -> float:
+    """How much worse the child is: points lost, or the rise of a lower-is-better metric."""
+    return child - parent if metric in LOWER else parent - child
 
 
 def check(metric: str, parent: float, child: float, max_drop: float, what: str) -> None:
-    """Refuse a child that loses more than ``max_drop`` points."""
-    if parent - child > max_drop:
-        raise AccuracyGuardError(f"accuracy guard: {what} drops {metric} from {parent:.2f} to "
-                         f"{child:.2f} ({parent - child:.2f} points > --max-drop "
-                         f"{max_drop:g}); nothing written")
+    """Refuse a child that loses more than ``max_drop`` points (or, for a lower-is-better
+    metric such as nats per token, rises by more than ``max_drop`` in its units)."""
+    lost = loss_of(metric, parent, child)
+    if lost <= max_drop:
+        return
+    if metric in LOWER:
+        raise AccuracyGuardError(f"accuracy guard: {what} raises {metric} from {parent:.4f} "
+                                 f"to {child:.4f} ({lost:.4f} > --max-drop {max_drop:g}); "
+                                 "nothing written")
+    raise AccuracyGuardError(f"accuracy guard: {what} drops {metric} from {parent:.2f} to "
+                             f"{child:.2f} ({lost:.2f} points > --max-drop "
+                             f"{max_drop:g}); nothing written")

@@ -34,7 +34,7 @@ from layerwise.data.augment import Augmenter
 from layerwise.data.batching import take
 from layerwise.data.build import Dataset, build
 from layerwise.errors import ConfigError
-from layerwise.files import save_safetensors
+from layerwise.files import save_safetensors, write_text
 from layerwise.inference.backends import weights_hash
 from layerwise.inference.predictor import Predictor
 from layerwise.models import build_model
@@ -80,18 +80,38 @@ def compress(model_dir: str | Path, method: str, output: str | Path,
         guard.check(metric, before, after, opts.max_drop, _describe(method, settings))
         record = {"parent": str(src.resolve()), "parent_hash": weights_hash(src),
                   "method": method, "settings": settings, "backend": child.backend,
-                  "metric": {"name": metric, "parent": round(before, 3),
-                             "child": round(after, 3), "max_drop": opts.max_drop,
+                  "metric": {"name": metric, "parent": round(before, 4),
+                             "child": round(after, 4), "max_drop": opts.max_drop,
                              "rows": len(rows)},
                   "weights_bytes": {"parent": (src / art.WEIGHTS).stat().st_size,
                                     "child": (tmp / art.WEIGHTS).stat().st_size}}
         art.update_meta(tmp, {"compression": record})
+        write_text(tmp / art.CARD, child_card(src, record))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return record
+
+
+def child_card(parent: Path, record: dict[str, Any]) -> str:
+    """The child's model card: the parent's, with a section on how the child was made and
+    what it lost (its lineage, for a reader who has only this folder)."""
+    card = parent / art.CARD
+    text = card.read_text(encoding="utf-8").rstrip("\n") if card.is_file() else \
+        f"# Model card: {parent.name}"
+    m, size = record["metric"], record["weights_bytes"]
+    lines = ["", "", "## Compression", "",
+             f"- method: {_describe(record['method'], record['settings'])}",
+             f"- parent: {record['parent']} (weights `{record['parent_hash']}`)",
+             f"- {m['name']}: parent {m['parent']}, this model {m['child']} on {m['rows']} "
+             f"rows (guard: at most {m['max_drop']} lost)",
+             f"- weights: {size['child']:,} bytes ({size['child'] / size['parent']:.1%} of "
+             f"the parent's {size['parent']:,}); backend {record['backend']}",
+             "- the evaluation above is the parent's: run `layerwise evaluate` on this "
+             "folder for its own", ""]
+    return text + "\n".join(lines)
 
 
 def _describe(method: str, settings: dict[str, Any]) -> str:
@@ -166,7 +186,7 @@ def _tuned(cfg: Config, model: torch.nn.Module, ds: Dataset, epochs: int,
     opt = cfg.train.optimizer.model_copy(update={"lr": cfg.train.optimizer.lr * lr_scale})
     train_cfg = cfg.train.model_copy(update={"epochs": epochs, "early_stopping": None,
                                              "optimizer": opt})
-    images = {e.name: e.cfg.augment for e in ds.schema.images}
+    images = {e.name: e.cfg.augment for e in ds.schema.images + ds.schema.audio}
     trainer = trainer_cls(train_cfg, augment=Augmenter(images, cfg.seed), **kwargs)
     trainer.fit(model, ds.train, ds.validation)
     return model.to("cpu").to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]

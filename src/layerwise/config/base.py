@@ -7,11 +7,39 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CardConfig(_Strict):
+    """What the model card says that the data cannot: who made the model, what it is for,
+    what it must not be used for. Every field is optional; the card fills in the rest (model,
+    data, hyperparameters, evaluation, lineage) from the run. The card is documentation:
+    it is left out of the config hash and of the resume comparison."""
+
+    description: str | None = Field(None, description="what the model does, in a sentence "
+                                    "or two")
+    owners: list[str] = Field(default_factory=list, description="people or teams to ask")
+    license: str | None = Field(None, description="the licence of the model (and its data)")
+    intended_use: str | None = Field(None, description="the task and users it was made for")
+    out_of_scope: str | None = Field(None, description="uses it was not made or checked for")
+    limitations: str | None = Field(None, description="known weaknesses: data it has not "
+                                    "seen, groups it does worse on, failure modes")
+    ethical_considerations: str | None = Field(None, description="risks and their "
+                                               "mitigations")
+
+    def fields(self) -> list[tuple[str, str]]:
+        """(title, text) of the fields that are set, in the card's order."""
+        titles = {"description": "Description", "owners": "Owners", "license": "Licence",
+                  "intended_use": "Intended use", "out_of_scope": "Out of scope",
+                  "limitations": "Limitations",
+                  "ethical_considerations": "Ethical considerations"}
+        values = self.model_dump()
+        values["owners"] = ", ".join(self.owners) or None
+        return [(t, str(values[k])) for k, t in titles.items() if values[k]]
 
 
 class _Family(_Strict):
@@ -35,6 +63,12 @@ class _Family(_Strict):
     train_defaults: ClassVar[Mapping[str, tuple[Any, str]]] = {}
     """``train`` fields it sets when the config leaves them unset: field → (value, reason);
     the reason is recorded in ``metrics.json → defaults``."""
+
+    init_from: str | None = Field(None, description="start from a pre-trained encoder "
+                                  "artifact (`layerwise pretrain`'s model folder, or "
+                                  "models:/NAME@alias): every tensor whose name and shape "
+                                  "match is copied, and its fitted input encoders (the text "
+                                  "tokenizer) are reused")
 
     @field_validator("*")
     @classmethod

@@ -112,6 +112,10 @@ def resolve_paths(raw: dict[str, Any], base: Path | None) -> dict[str, tuple[str
     exists: ``base`` (the config file's folder), then the current folder. One found nowhere
     stays as written, and is returned (field → the places tried) for the reader's message.
     """
+    model = raw.get("model")  # model.init_from: a folder, found the same way (issue 16)
+    if isinstance(model, dict) and isinstance(model.get("init_from"), str) \
+            and model["init_from"] and not model["init_from"].startswith("models:"):
+        model["init_from"] = _resolve(model["init_from"], base, "model.init_from")[0]
     data = raw.get("data")
     looked_in: dict[str, tuple[str, ...]] = {}
     if not isinstance(data, dict):
@@ -142,8 +146,15 @@ def _resolve(value: str, base: Path | None, field: str) -> tuple[str, tuple[str,
         return str(p), ()
     places = [Path(os.path.abspath(b / p)) for b in ([base] if base else []) + [Path.cwd()]]
     places = list(dict.fromkeys(places))  # a config in the current folder: look once
-    found = next((q for q in places if q.exists()), None)
+    found = next((q for q in places if q.exists() or _matches(q)), None)
     return (str(found), ()) if found else (str(p), tuple(str(q) for q in places))
+
+
+def _matches(p: Path) -> bool:
+    """Whether ``p`` is a glob (``shards/*.parquet``) that matches a file."""
+    import glob
+
+    return any(c in str(p) for c in "*?[") and bool(glob.glob(str(p)))
 
 
 def _resolve_object(cfg: Config) -> None:
@@ -324,5 +335,7 @@ def json_schema(kind: Literal["supervised", "rl", "recommend"] = "supervised"
 
 def config_hash(cfg: Config | RLConfig | RecommendConfig) -> str:
     """A stable hash of the resolved config (for lineage)."""
-    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    d = cfg.model_dump(mode="json")
+    d.pop("card", None)  # documentation: a card edit is the same run
+    text = json.dumps(d, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

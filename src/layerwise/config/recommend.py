@@ -13,7 +13,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
-from layerwise.config.base import _Family, _Strict
+from layerwise.config.base import CardConfig, _Family, _Strict
 from layerwise.config.supervised import TrainConfig
 
 
@@ -110,6 +110,9 @@ class RecommendConfig(_Strict):
                            "step, never one of the user's training positives")
     ranking: RankingConfig = Field(default_factory=RankingConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    card: CardConfig = Field(default_factory=CardConfig, description="the model card's "
+                             "own words: description, owners, licence, intended use, "
+                             "limitations (left out of the config hash)")
 
     @model_validator(mode="after")
     def _seed(self) -> RecommendConfig:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field
 
-from layerwise.config.base import _Strict
+from layerwise.config.base import CardConfig, _Strict
 from layerwise.config.supervised import MLPConfig, ModelConfig, OptimizerConfig, ScheduleConfig
 
 # ------------------------------------------------------------------ reinforcement learning
@@ -145,5 +145,8 @@ class RLConfig(_Strict):
         default_factory=lambda: MLPConfig(family="mlp", hidden=[64, 64], activation="tanh"),
         description="the body of the policy / value / Q networks (mlp, or cnn for images)")
     train: RLTrainConfig = Field(default_factory=RLTrainConfig)
+    card: CardConfig = Field(default_factory=CardConfig, description="the model card's "
+                             "own words: description, owners, licence, intended use, "
+                             "limitations (left out of the config hash)")
 
 

@@ -76,6 +76,10 @@ class TagsOutput(_Strict):
         return self
 
 
+# what a tagging model may predict: one tags output, and heads over the pooled encoding
+JOINT_OUTPUTS = ("tags", "category", "binary", "numeric")
+
+
 def check_sequence_features(cfg: Any, families: Mapping[str, type[_Family]]) -> None:
     """Cross-feature rules of series and tags (called by ``Config``'s validator, with every
     family's config to suggest the ones that fit)."""
@@ -107,9 +111,12 @@ def check_sequence_features(cfg: Any, families: Mapping[str, type[_Family]]) -> 
                              "reads the last season of each window")
     if tags:
         texts = {f.name: f for f in cfg.inputs if f.type == "text"}
-        if len(tags) != 1 or len(cfg.outputs) != 1 or len(cfg.inputs) != 1:
-            raise ValueError("a tags output is the model's only output, over its only input "
-                             f"(a text); got inputs {[f.type for f in cfg.inputs]}, outputs "
+        others = [o.type for o in cfg.outputs if o.type not in JOINT_OUTPUTS]
+        if len(tags) != 1 or others or series:
+            raise ValueError("a model has at most one tags output, beside which it may "
+                             f"predict {', '.join(JOINT_OUTPUTS[1:])} outputs from a shared "
+                             "encoder (no timeseries inputs); got inputs "
+                             f"{[f.type for f in cfg.inputs]}, outputs "
                              f"{[o.type for o in cfg.outputs]}")
         o = tags[0]
         if o.input not in texts:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from layerwise.config.audio import AudioInput, CTCOutput
 from layerwise.config.base import (
+    CardConfig,
     _Family,
     _Strict,
     check_heads,
@@ -14,12 +16,15 @@ from layerwise.config.base import (
     families_for,
     family_configs,
 )
+from layerwise.config.columns import SeriesInput, _Columns
 from layerwise.config.generative import (
     AutoencoderConfig,
     DiffusionConfig,
     GANConfig,
     VAEConfig,
 )
+from layerwise.config.pretrain import PretrainConfig
+from layerwise.config.pretrained import PretrainedConfig
 from layerwise.config.seq2seq import Seq2SeqConfig, SequenceOutput, check_seq2seq
 from layerwise.config.sequences import (
     ForecastOutput,
@@ -27,6 +32,7 @@ from layerwise.config.sequences import (
     TimeseriesInput,
     check_sequence_features,
 )
+from layerwise.config.streaming import Budget, StreamConfig
 
 # ---------------------------------------------------------------------------- data
 
@@ -50,6 +56,14 @@ class SplitConfig(_Strict):
                         "folds with another seed)")
     group: str | None = Field(None, description="k-fold: a column whose rows stay together "
                               "in one fold (grouped folds)")
+    # few labels (issue 16): keep a seeded, stratified part of the training split; the rows
+    # dropped are the "unlabelled rest" that `unlabelled: true` selects (docs/decisions.md)
+    labelled: int | float | None = Field(None, description="keep only N training rows (an "
+                                         "integer) or this share of them (a number in (0, 1]), "
+                                         "stratified by the label and seeded by the split "
+                                         "seed; validation and test are untouched")
+    unlabelled: bool = Field(False, description="with labelled: train on the training rows "
+                             "that labelled drops instead (for `layerwise pretrain`)")
 
     @model_validator(mode="after")
     def _sum_below_one(self) -> SplitConfig:
@@ -61,6 +75,14 @@ class SplitConfig(_Strict):
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"split.fold must be below split.folds ({self.folds}); got "
                              f"{self.fold}")
+        if isinstance(self.labelled, float) and not 0.0 < self.labelled <= 1.0:
+            raise ValueError(f"split.labelled as a share must be in (0, 1]; got {self.labelled}")
+        if isinstance(self.labelled, int) and self.labelled < 1:
+            raise ValueError(f"split.labelled as a row count must be at least 1; got "
+                             f"{self.labelled}")
+        if self.unlabelled and self.labelled is None:
+            raise ValueError("split.unlabelled selects the rows split.labelled drops; set "
+                             "split.labelled too")
         if self.folds is not None and self.column:
             raise ValueError("split.folds and split.column exclude each other: the folds "
                              "choose the test rows")
@@ -74,7 +96,7 @@ class DataConfig(_Strict):
     path: str | None = Field(None, description="a CSV, Parquet, JSON Lines, .npz file or an "
                              "image folder (one sub-folder per class); relative to the "
                              "config file's folder, then the current one; $VAR and ~ expand")
-    format: Literal["csv", "parquet", "jsonl", "npz", "images"] | None = Field(
+    format: Literal["csv", "parquet", "jsonl", "npz", "images", "audio"] | None = Field(
         None, description="file format; inferred from the extension when omitted")
     validation_path: str | None = None
     test_path: str | None = None
@@ -82,11 +104,18 @@ class DataConfig(_Strict):
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field "
                            "separator, one character: ';', '|', \"\\t\" (a tab; .tsv files "
                            "default to it)")
+    encoding: str = Field("utf-8", min_length=1, description="text encoding of CSV and JSON "
+                          "Lines files: utf-8 (a byte-order mark is skipped), latin-1, "
+                          "cp1252, … (any name Python's codecs know)")
     skip_bad_rows: bool = Field(False, description="skip malformed rows (counted) instead of "
                                 "stopping at the first one")
     max_bad_rows: int = Field(100, ge=0, description="with skip_bad_rows, stop once more than "
                               "this many rows were skipped")
     limit: int | None = Field(None, gt=0, description="use only the first N rows of the source")
+    memory_budget: Budget = Field(
+        None, description="in-memory budget for the encoded data, e.g. 64MB or 2GB (a "
+        "number is MB); larger data streams from shards on disk (default: a quarter of RAM)")
+    stream: StreamConfig = Field(default_factory=StreamConfig)
     # set by parse() for a relative path found nowhere: field → the absolute places it
     # tried, so that the reader's "not found" can name them (see docs/decisions.md, Paths)
     _looked_in: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
@@ -95,6 +124,18 @@ class DataConfig(_Strict):
         """The places :func:`~layerwise.config.parse` looked for ``field`` (``"path"``,
         ``"validation_path"``, ``"test_path"``) and found nothing; empty otherwise."""
         return self._looked_in.get(field, ())
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}; e.g. utf-8, latin-1, "
+                             "cp1252") from None
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -119,7 +160,7 @@ class _Feature(_Strict):
     name: str = Field(min_length=1, description="column name in the data")
 
 
-class NumericInput(_Feature):
+class NumericInput(_Columns):
     type: Literal["numeric"]
     normalize: Literal["standard", "minmax", "none"] = "standard"
     missing: Literal["error", "mean", "median", "constant"] = Field(
@@ -127,13 +168,13 @@ class NumericInput(_Feature):
     fill_value: float = 0.0
 
 
-class BinaryInput(_Feature):
+class BinaryInput(_Columns):
     type: Literal["binary"]
     missing: Literal["error", "constant"] = "error"
     fill_value: bool = False
 
 
-class CategoryInput(_Feature):
+class CategoryInput(_Columns):
     type: Literal["category"]
     max_categories: int = Field(1000, gt=0, description="keep the most frequent N values")
     min_count: int = Field(1, ge=1, description="rarer values map to the unknown index")
@@ -151,19 +192,26 @@ class ImageInput(_Feature):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
-class TextInput(_Feature):
+class TextInput(_Columns):
     """Free text, tokenized by a tokenizer fitted on the training split (see data/text.py)."""
 
     type: Literal["text"]
-    tokenizer: Literal["char", "word", "bpe"] = Field(
+    tokenizer: Literal["char", "word", "bpe", "minilm"] = Field(
         "word", description="char: characters; word: words and punctuation; bpe: byte-level "
-        "byte-pair encoding (Hugging Face tokenizers)")
+        "byte-pair encoding (Hugging Face tokenizers); minilm: the pre-trained WordPiece "
+        "tokenizer of model encoder minilm (saved in the artifact as JSON)")
     max_length: int | Literal["auto"] = Field(
         128, description="tokens kept per text, or auto: the 95th percentile of the training "
         "texts' token counts (at most 512); longer texts are truncated as `truncate` says")
-    truncate: Literal["head", "tail", "head_tail"] = Field(
+    truncate: Literal["head", "tail", "head_tail", "chunks"] = Field(
         "head", description="what a text longer than max_length keeps: its start, its end, "
-        "or its first quarter and last three quarters")
+        "its first quarter and last three quarters, or (chunks) all of it up to max_chunks "
+        "windows of max_length tokens, each encoded by the model and pooled (bag, rnn, "
+        "transformer)")
+    max_chunks: int = Field(8, ge=1, description="truncate: chunks: windows kept per text "
+                            "(its start; a longer text is cut, and counted)")
+    chunk_pool: Literal["mean", "max"] = Field(
+        "mean", description="truncate: chunks: how the windows' encodings become one")
     vocab_size: int = Field(20000, ge=4, description="largest vocabulary, <pad> and <unk> "
                             "included (bpe: the target size)")
     min_frequency: int = Field(1, ge=1, description="rarer tokens map to <unk>")
@@ -181,7 +229,7 @@ class TextInput(_Feature):
 
 
 InputFeature = Annotated[Union[NumericInput, BinaryInput, CategoryInput, ImageInput, TextInput,
-                               TimeseriesInput],
+                               TimeseriesInput, AudioInput, SeriesInput],
                          Field(discriminator="type")]
 
 
@@ -215,7 +263,7 @@ class NextTokenOutput(_Feature):
 
 
 OutputFeature = Annotated[Union[CategoryOutput, BinaryOutput, NumericOutput, NextTokenOutput,
-                                ForecastOutput, TagsOutput, SequenceOutput],
+                                ForecastOutput, TagsOutput, SequenceOutput, CTCOutput],
                           Field(discriminator="type")]
 
 # ---------------------------------------------------------------------------- models
@@ -229,7 +277,7 @@ _HEADS = ("category", "binary", "numeric")  # one head per output (models/heads.
 class MLPConfig(_Family):
     """A multi-layer perceptron over all tabular inputs (images are flattened)."""
 
-    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "image")
+    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "image", "series")
     output_kinds: ClassVar[tuple[str, ...]] = _HEADS
 
     family: Literal["mlp"]
@@ -237,6 +285,9 @@ class MLPConfig(_Family):
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     norm: Literal["none", "batch", "layer"] = "none"
+    skip: bool = Field(False, description="wide and deep: the inputs join the last hidden "
+                       "layer's features, so the heads are a linear model of the inputs "
+                       "plus what the hidden layers add (a strong form for small tables)")
 
 
 class ConvBlock(_Strict):
@@ -259,7 +310,8 @@ class ConvBlock(_Strict):
 class CNNConfig(_Family):
     """A convolutional network over one image input; tabular inputs join the dense head."""
 
-    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "image")
+    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "image", "audio",  # audio: mel×frames
+                                              "series")  # series: 1-D convolutions
     output_kinds: ClassVar[tuple[str, ...]] = _HEADS
 
     family: Literal["cnn"]
@@ -282,8 +334,9 @@ class CNNConfig(_Family):
 class RNNConfig(_Family):
     """Recurrent network over text inputs (see models/rnn.py); tabular inputs join the head."""
 
-    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "text", "timeseries")
-    output_kinds: ClassVar[tuple[str, ...]] = (*_HEADS, "forecast", "tags")
+    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "text", "timeseries", "audio",
+                                              "series")
+    output_kinds: ClassVar[tuple[str, ...]] = (*_HEADS, "forecast", "tags", "ctc")
     train_defaults: ClassVar[dict[str, tuple[float, str]]] = {
         "grad_clip": (1.0, "the default for recurrent models (exploding gradients)")}
 
@@ -295,6 +348,8 @@ class RNNConfig(_Family):
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on embeddings, between stacked "
                            "layers and in the dense head")
+    word_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="training only: each token "
+                                "becomes <unk> with this probability, so unseen words are met")
     pooling: Literal["last", "mean", "max", "attention"] = Field(
         "last", description="how the sequence of states becomes one vector")
     dense: list[int] = Field(default_factory=list, description="dense layers after pooling")
@@ -304,7 +359,7 @@ class RNNConfig(_Family):
 class TransformerConfig(_Family):
     """Transformer encoder over text inputs (see models/transformer.py)."""
 
-    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "text", "timeseries")
+    input_kinds: ClassVar[tuple[str, ...]] = (*_TABULAR, "text", "timeseries", "series")
     output_kinds: ClassVar[tuple[str, ...]] = (*_HEADS, "forecast", "tags", "next_token")
 
     family: Literal["transformer"]
@@ -353,6 +408,12 @@ class BagConfig(_Family):
                          "the whole table, so its cost grows with it)")
     pooling: Literal["mean", "sqrt", "sum"] = Field(
         "mean", description="mean, sum, or sum / sqrt(count) of the vectors of a text")
+    unique: bool = Field(False, description="count each token and n-gram once per text (a "
+                         "binary bag: repeats add nothing, as sublinear TF-IDF damps them)")
+    weighting: Literal["none", "idf"] = Field(
+        "none", description="idf: each token and n-gram vector weighted by its inverse "
+        "document frequency in the training split, log((1 + N) / (1 + df)) + 1, as TF-IDF "
+        "weighs words (the mean becomes the weighted mean)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on the pooled vector and in "
                            "the dense head")
     dense: list[int] = Field(default_factory=list, description="dense layers after pooling "
@@ -362,7 +423,7 @@ class BagConfig(_Family):
 
 ModelConfig = Annotated[Union[MLPConfig, CNNConfig, RNNConfig, TransformerConfig, BagConfig,
                               AutoencoderConfig, VAEConfig, GANConfig, DiffusionConfig,
-                              Seq2SeqConfig],
+                              Seq2SeqConfig, PretrainedConfig],
                         Field(discriminator="family")]
 
 FAMILY_CONFIGS = family_configs(ModelConfig)
@@ -462,6 +523,11 @@ class Config(_Strict):
                                          "predicts; none for generative families")
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    card: CardConfig = Field(default_factory=CardConfig, description="the model card's "
+                             "own words: description, owners, licence, intended use, "
+                             "limitations (left out of the config hash)")
+    pretrain: PretrainConfig | None = Field(None, description="`layerwise pretrain`: the "
+                                            "self-supervised objective (ignored by train)")
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -519,6 +585,10 @@ class Config(_Strict):
             if o.input not in texts:
                 raise ValueError(f"outputs {o.name!r}: input must name a text input "
                                  f"({sorted(texts)}); got {o.input!r}")
+            if any(f.name == o.input and getattr(f, "truncate", "") == "chunks"
+                   for f in self.inputs):
+                raise ValueError(f"outputs {o.name!r}: a language model reads its text "
+                                 "whole; truncate: chunks is for classifying long texts")
             if len(self.outputs) > 1 or len(self.inputs) > 1 or \
                     not self.model.accepts_output("next_token"):
                 raise ValueError(f"outputs {o.name!r}: a next_token output is a language "

@@ -17,8 +17,11 @@ import torch
 from layerwise.config import Config, DataConfig
 from layerwise.data import catalogue, sources
 from layerwise.data.batching import TensorData
+from layerwise.data.columns import expand as expand_columns
+from layerwise.data.columns import needs_expansion
 from layerwise.data.dataset import Dataset
 from layerwise.data.encoder import Encoder
+from layerwise.data.encoder_artifact import adopt_encoders
 from layerwise.data.features import CategoryEncoder, ImageEncoder, make_encoder
 from layerwise.data.folds import fold_split
 from layerwise.data.seq2seq import SequenceEncoder
@@ -44,6 +47,10 @@ class Schema:
         self.texts = [e for e in inputs if isinstance(e, TextEncoder)]
         # a timeseries input: float windows [N, lookback, channels] (see data/series.py)
         self.series = [e for e in inputs if e.kind == "timeseries"]
+        # a series row: float [N, L, 1] from many columns (see data/rows.py)
+        self.rows = [e for e in inputs if e.kind == "series"]
+        # an audio input: {"mels": float [N, 1, n_mels, frames], "lengths": long [N]}
+        self.audio = [e for e in inputs if e.kind == "audio"]
 
     @classmethod
     def from_config(cls, cfg: Config) -> Schema:
@@ -67,7 +74,9 @@ class Schema:
         mask = np.zeros(len(table), dtype=bool)
         first: tuple[int, str, str] | None = None
         for enc in encoders:
-            v, b, reasons = enc.parse(table.column(getattr(enc, "column", enc.name)), table)
+            col = enc.read(table) if hasattr(enc, "read") else \
+                table.column(getattr(enc, "column", enc.name))  # read: many columns
+            v, b, reasons = enc.parse(col, table)
             values[enc.name] = v
             if b.any():
                 i = int(np.flatnonzero(b)[0])
@@ -103,7 +112,7 @@ class Schema:
             out[e.name] = e.transform(values[e.name])
         for t in self.texts:
             out[t.name] = t.transform(values[t.name])
-        for e in self.series:
+        for e in self.series + self.rows + self.audio:
             out[e.name] = e.transform(values[e.name])
         return out
 
@@ -130,10 +139,13 @@ class Schema:
                             for e in self.images},
             "texts": {t.name: t.describe() for t in self.texts},  # vocab_size, max_length
             "series": {e.name: e.describe() for e in self.series},  # channels, lookback
+            "audio": {e.name: e.describe() for e in self.audio},  # shape, frames, stack
+            "rows": {e.name: e.describe() for e in self.rows},  # channels 1, lookback L
             "sequences": {e.name: e.describe() for e in self.outputs  # + bos_id, eos_id
                           if isinstance(e, SequenceEncoder)},
+            "tagged": [e.cfg.input for e in self.outputs if e.kind == "tags"],  # texts tagged
             "outputs": {e.name: (e.kind, e.size if isinstance(e, CategoryEncoder | NextTokenEncoder)
-                                 or e.kind in ("forecast", "tags") else 1)
+                                 or e.kind in ("forecast", "tags", "ctc") else 1)
                         for e in self.outputs},
         }
 
@@ -168,11 +180,13 @@ def load_parts(data: DataConfig, bad: BadRows | None = None) -> dict[str, Table]
             parts = {k: t.take(np.arange(min(len(t), data.limit))) for k, t in parts.items()}
     else:
         parts = {"all": sources.read(data.path, data.format, delimiter=data.delimiter,  # type: ignore[arg-type]
+                                     encoding=data.encoding,
                                      bad=bad, limit=data.limit,
                                      looked_in=data.looked_in("path"))}
     for key, path in (("validation", data.validation_path), ("test", data.test_path)):
         if path:
             parts[key] = sources.read(path, data.format, delimiter=data.delimiter, bad=bad,
+                                      encoding=data.encoding,
                                       looked_in=data.looked_in(f"{key}_path"))
     if "train" in parts and "all" not in parts:
         parts["all"] = parts.pop("train")
@@ -304,15 +318,62 @@ def _group_split(groups: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray
     return np.sort(keep), np.sort(held)
 
 
+def labelled_indices(n: int, labelled: int | float, labels: np.ndarray | None, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, dropped) of ``n`` training rows: ``labelled`` rows (or that share)
+    kept, stratified by ``labels`` where every class can keep one, seeded by ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    k = labelled if isinstance(labelled, int) else int(round(labelled * n))
+    if k > n:
+        raise DataError(f"data.split.labelled: {k} training rows asked for; the training "
+                        f"split holds {n}")
+    idx = np.arange(n)
+    if k >= n:
+        return idx, idx[:0]
+    strat = labels
+    if strat is not None:
+        _, counts = np.unique(strat, return_counts=True)
+        if counts.min() < 2 or k < len(counts) or n - k < len(counts):
+            strat = None
+    kept, dropped = train_test_split(idx, train_size=max(k, 1), random_state=seed,
+                                     stratify=strat)
+    return np.sort(kept), np.sort(dropped)
+
+
+def _labelled_part(train: dict[str, np.ndarray], sp: Any,
+                   labels: Callable[[dict[str, np.ndarray]], np.ndarray | None], seed: int
+                   ) -> dict[str, np.ndarray]:
+    """The training rows ``split.labelled`` keeps, or with ``split.unlabelled`` the rest."""
+    n = len(next(iter(train.values())))
+    kept, dropped = labelled_indices(n, sp.labelled, labels(train), seed)
+    if sp.unlabelled and not len(dropped):
+        raise DataError(f"data.split.unlabelled: split.labelled ({sp.labelled}) keeps all "
+                        f"{n} training rows; no unlabelled rest is left")
+    return _subset(train, dropped if sp.unlabelled else kept)
+
+
+def resolve_columns(cfg: Config) -> None:
+    """Expand the config's column specs (globs, ranges: data/columns.py) in place, reading
+    the source for its column names only when a spec needs them: callers that compare
+    or store the config before :func:`build` (a resume's check) see the columns it uses."""
+    if needs_expansion(cfg):
+        expand_columns(cfg, list(next(iter(load_parts(cfg.data).values())).columns))
+
+
 def build(cfg: Config) -> Dataset:
     """Load, check, split, fit encoders on train, and encode every split."""
     data = cfg.data
-    schema = Schema.from_config(cfg)
     bad = BadRows(data.skip_bad_rows, data.max_bad_rows)
     parts = load_parts(data, bad)
+    expand_columns(cfg, list(next(iter(parts.values())).columns))  # globs → columns
+    schema = Schema.from_config(cfg)
     if schema.series and data.split.folds:
         raise ConfigError("data.split.folds: a time series is split chronologically; "
                           "shuffled folds would train on the future")
+    if schema.series and data.split.labelled is not None:
+        raise ConfigError("data.split.labelled: a time series is split chronologically; "
+                          "keeping a random part of its windows is not supported")
     if schema.series:  # windows of one time-indexed table, split chronologically
         return build_series(cfg, schema, parts)
     parsed: dict[str, dict[str, np.ndarray]] = {}
@@ -331,10 +392,15 @@ def build(cfg: Config) -> Dataset:
     else:
         splits = _split_at_random(parsed, data, labels, seed)
 
+    if data.split.labelled is not None:
+        splits["train"] = _labelled_part(splits["train"], data.split, labels, seed + 2)
     train_n = len(next(iter(splits["train"].values())))
     if train_n == 0:
         raise DataError("the training split is empty; check data.split")
     schema.fit(splits["train"])
+    init_from = getattr(cfg.model, "init_from", None)
+    if init_from:  # token ids (and image statistics) as the pre-trained encoder's
+        adopt_encoders(schema, init_from, {f.name: f for f in cfg.inputs})
     encoded = {k: schema.encode(v) if len(next(iter(v.values()))) else None
                for k, v in splits.items()}
     info = {"source": data.dataset or data.path,

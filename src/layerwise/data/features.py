@@ -15,6 +15,8 @@ category   long [N]             vocabulary (index 0 = unknown for inputs)
 image      float [N, C, H, W]   size, channels, scale, per-channel mean/std
 text       {"ids": long [N, T], tokenizer vocabulary or BPE JSON (see data/text.py)
            "lengths": long [N]}
+audio      {"mels": [N,1,M,T],  frames, per-mel-channel mean/std (see data/audio.py)
+           "lengths": long [N]}
 =========  ===================  ==========================================================
 
 This file holds the tabular and image encoders and, at its end, the registries of every
@@ -34,12 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from layerwise.data.audio import AudioEncoder
 from layerwise.data.encoder import Encoder, is_missing, no_bad_rows, plain
+from layerwise.data.rows import SeriesRowEncoder
 from layerwise.data.seq2seq import SequenceEncoder
 from layerwise.data.series import ForecastEncoder, SeriesEncoder
 from layerwise.data.table import Table
 from layerwise.data.tags import TagsEncoder
 from layerwise.data.text import NextTokenEncoder, TextEncoder
+from layerwise.data.transcript import CTCEncoder
 from layerwise.errors import ConfigError, DataError
 
 _TRUE = {"1", "true", "yes", "y", "t", "1.0"}
@@ -475,9 +480,9 @@ def _by_kind(*classes: type[Encoder]) -> Mapping[str, type[Encoder]]:
 
 
 INPUT_ENCODERS = _by_kind(NumericEncoder, BinaryEncoder, CategoryEncoder, ImageEncoder,
-                          TextEncoder, SeriesEncoder)
+                          TextEncoder, SeriesEncoder, SeriesRowEncoder, AudioEncoder)
 OUTPUT_ENCODERS = _by_kind(NumericEncoder, BinaryEncoder, CategoryEncoder, NextTokenEncoder,
-                           ForecastEncoder, TagsEncoder, SequenceEncoder)
+                           ForecastEncoder, TagsEncoder, SequenceEncoder, CTCEncoder)
 
 
 def encoder_class(type_: str, *, output: bool) -> type[Encoder]:
@@ -491,6 +496,6 @@ def encoder_class(type_: str, *, output: bool) -> type[Encoder]:
 
 def make_encoder(cfg: Any, *, output: bool) -> Encoder:
     cls = encoder_class(cfg.type, output=output)
-    if cls is ImageEncoder:
+    if cls in (ImageEncoder, AudioEncoder):
         return cls(cfg)
     return cls(cfg, output=output)  # type: ignore[call-arg]

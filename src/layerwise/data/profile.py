@@ -8,9 +8,9 @@
     [('x', 'numeric'), ('y', 'binary')]
 
 Each column gets one kind — ``numeric``, ``binary``, ``category``, ``text``, ``date``,
-``image`` (file paths), ``series`` (one of a run of numbered numeric columns, ``t0 … t149``,
-that make one series per row), ``id`` (a distinct short string per row) or ``constant`` —
-with the evidence for it: distinct values, missing cells, the share that parses as a
+``image`` or ``audio`` (file paths), ``series`` (one of a run of numbered numeric columns,
+``t0 … t149``, that make one series per row), ``id`` (a distinct short string per row) or
+``constant`` — with the evidence for it: distinct values, missing cells, the share that parses as a
 number or a date, the mean length in characters and in words. The rules are plain
 thresholds, written once below, so that the table ``init`` prints explains each choice.
 """
@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from layerwise.data.audio import clip_seconds
 from layerwise.data.encoder import is_missing
-from layerwise.data.sources import IMAGE_SUFFIXES, infer_format, read
+from layerwise.data.sources import AUDIO_SUFFIXES, IMAGE_SUFFIXES, infer_format, read
 from layerwise.data.table import Table
 from layerwise.errors import DataError
 
@@ -56,6 +57,7 @@ class ColumnProfile:
     p95_words: int = 0
     integer: bool = False
     top: list[str] = field(default_factory=list)  # the most frequent values (up to 5)
+    seconds: float = 0.0  # audio: the longest clip of a sample of up to 200
 
     def evidence(self) -> str:
         """The facts behind the kind, in a few words."""
@@ -74,15 +76,30 @@ class ColumnProfile:
         return "; ".join(parts)
 
 
-def read_any(path: str | Path) -> tuple[Table, str, str]:
-    """Read a file or folder for profiling: ``(table, format, delimiter)``. A CSV's
-    delimiter is guessed from its first line."""
+FALLBACK_ENCODINGS = ("cp1252", "latin-1")  # tried in turn on a CSV / JSONL that is not UTF-8
+
+
+def read_any(path: str | Path) -> tuple[Table, str, str, str]:
+    """Read a file or folder for profiling: ``(table, format, delimiter, encoding)``. A
+    CSV's delimiter is guessed from its first line; a text file that is not UTF-8 is read
+    as cp1252 (Windows' Western European), else latin-1, which decodes any byte."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file not found: {p}")
     fmt = infer_format(p, None)
     delimiter = sniff_delimiter(p) if fmt == "csv" else ","
-    return read(p, fmt, delimiter=delimiter), fmt, delimiter
+    if fmt not in ("csv", "jsonl") or _decodes(p, "utf-8-sig"):
+        return read(p, fmt, delimiter=delimiter), fmt, delimiter, "utf-8"
+    encoding = next(e for e in FALLBACK_ENCODINGS if e == "latin-1" or _decodes(p, e))
+    return read(p, fmt, delimiter=delimiter, encoding=encoding), fmt, delimiter, encoding
+
+
+def _decodes(path: Path, encoding: str) -> bool:
+    try:
+        path.read_bytes().decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def sniff_delimiter(path: Path) -> str:
@@ -122,6 +139,8 @@ def profile_column(name: str, col: np.ndarray) -> ColumnProfile:
     if p.numeric_rate < PARSE_RATE:
         p.date_rate = sum(_is_date(t) for t in sample) / len(sample)
     p.kind = _kind(p, texts)
+    if p.kind == "audio":
+        p.seconds = clip_seconds(texts[:: max(1, len(texts) // 200)])
     return p
 
 
@@ -137,6 +156,9 @@ def _kind(p: ColumnProfile, texts: list[str]) -> str:
     if sum(Path(t).suffix.lower() in IMAGE_SUFFIXES for t in texts[:1000]) \
             >= PARSE_RATE * min(len(texts), 1000):
         return "image"
+    if sum(Path(t).suffix.lower() in AUDIO_SUFFIXES for t in texts[:1000]) \
+            >= PARSE_RATE * min(len(texts), 1000):
+        return "audio"
     if p.mean_words >= TEXT_WORDS:
         return "text"
     present = p.rows - p.missing

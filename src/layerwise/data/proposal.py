@@ -24,6 +24,7 @@ YAML as a comment beside the key it set, so the file explains itself:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -58,10 +59,13 @@ class Proposal:
     model: dict[str, Any] = field(default_factory=dict)
     model_lines: list[Line] = field(default_factory=list)
     train_lines: list[Line] = field(default_factory=list)
+    grouped: dict[str, str] = field(default_factory=dict)  # column → its series input
 
     def role(self, name: str) -> str:
         if name == self.target:
             return "output"
+        if name in self.grouped:
+            return f"input ({self.grouped[name]})"
         return "input" if any(f["name"] == name for f, _ in self.inputs) else "skipped"
 
     def yaml(self, config_path: Path, name: str) -> str:
@@ -84,8 +88,11 @@ class Proposal:
 
 def propose(path: str | Path, target: str | None = None) -> Proposal:
     """Read ``path`` (a CSV, Parquet, JSON Lines file or an image folder) and propose."""
-    table, fmt, delimiter = read_any(path)
-    return propose_table(table, str(path), fmt, delimiter, target)
+    table, fmt, delimiter, encoding = read_any(path)
+    p = propose_table(table, str(path), fmt, delimiter, target)
+    if encoding != "utf-8":
+        p.data.insert(0, ("encoding", encoding, "the file is not UTF-8 text"))
+    return p
 
 
 def propose_table(table: Table, source: str, fmt: str, delimiter: str,
@@ -142,26 +149,48 @@ def _output_feature(c: ColumnProfile) -> tuple[dict[str, Any], str]:
 
 def _features(p: Proposal, out: ColumnProfile) -> None:
     p.outputs.append(_output_feature(out))
-    series = [c for c in p.profiles if c.kind == "series" and c is not out]
+    runs: dict[str, list[ColumnProfile]] = {}
+    for c in p.profiles:
+        if c.kind == "series" and c is not out:
+            runs.setdefault(series_prefix(c.name), []).append(c)
     for c in p.profiles:
         if c is out:
+            continue
+        if c.kind == "series":
+            run = runs[series_prefix(c.name)]
+            if c is run[0]:
+                p.inputs.append(_series_input(run, {c.name for c in p.profiles}))
+            p.grouped[c.name] = p.inputs[-1][0]["name"] if c is run[0] else \
+                p.grouped[run[0].name]
             continue
         feature, why = _input_feature(c)
         if feature is None:
             p.skipped.append((c.name, why))
             continue
-        if c.kind == "series":
-            why = (f"one of {len(series)} numbered columns {series_prefix(c.name)}…: a series "
-                   "per row, fed as numbers") if c is series[0] else ""
         p.inputs.append((feature, why))
     if not p.inputs:
         raise DataError(f"{p.source}: no usable input column besides {out.name!r} "
                         f"(skipped: {', '.join(n for n, _ in p.skipped) or 'none'})")
 
 
+def _series_input(run: list[ColumnProfile], names: set[str]
+                  ) -> tuple[dict[str, Any], str]:
+    """One ``series`` input over a run of numbered columns, named by a range."""
+    prefix = series_prefix(run[0].name)
+    name = prefix.strip("_-. ") or "series"
+    while name in names:
+        name += "_series"
+    f: dict[str, Any] = {"name": name, "type": "series",
+                         "columns": f"{run[0].name}..{run[-1].name}"}
+    if any(c.missing for c in run):
+        f["missing"] = "interpolate"
+    return f, (f"{len(run)} numbered columns {run[0].name}…{run[-1].name}: one series "
+               "per row")
+
+
 def _input_feature(c: ColumnProfile) -> tuple[dict[str, Any] | None, str]:
     f: dict[str, Any] = {"name": c.name}
-    if c.kind in ("numeric", "series"):
+    if c.kind == "numeric":
         f["type"] = "numeric"
         if c.missing:
             f["missing"] = "median"
@@ -178,9 +207,15 @@ def _input_feature(c: ColumnProfile) -> tuple[dict[str, Any] | None, str]:
                    f"at most {MAX_TOKENS})")
     elif c.kind == "image":
         f["type"] = "image"
+    elif c.kind == "audio":
+        # the longest clip sampled, up to the next 0.1 s (1 s when no header was read)
+        seconds = math.ceil(c.seconds * 10) / 10 if c.seconds else 1.0
+        f.update(type="audio", length=seconds, augment={"time_masks": 2, "freq_masks": 2})
+        return f, (f"sound clips, the longest sampled {c.seconds:.2f} s: each padded or "
+                   f"cropped to {seconds} s; log-mel spectrograms, masked in training")
     else:
         return None, _SKIP[c.kind]
-    return f, c.evidence() if c.kind != "series" else ""
+    return f, c.evidence()
 
 
 _SKIP = {"constant": "one value only: it tells the rows nothing apart",
@@ -195,8 +230,10 @@ _SKIP = {"constant": "one value only: it tells the rows nothing apart",
 def _model(p: Proposal) -> None:
     kinds = {f["type"] for f, _ in p.inputs}
     n = int(p.rows * 0.7)  # the training split of the default 0.7 / 0.1 / 0.2
-    if "image" in kinds:
-        _cnn(p, n)
+    if "image" in kinds or "audio" in kinds:  # a spectrogram is a one-channel image
+        _cnn(p, n, "audio" if "image" not in kinds else "image")
+    elif "series" in kinds and "text" not in kinds:
+        _cnn1d(p, n, max(_length(f["columns"]) for f, _ in p.inputs if f["type"] == "series"))
     elif "text" in kinds:
         texts = [c for c in p.profiles if c.kind == "text" and p.role(c.name) == "input"]
         long = max(c.p95_words for c in texts) > LONG_TEXT
@@ -219,13 +256,41 @@ def _mlp(p: Proposal, n: int) -> None:
     _train(p, epochs, 32 if n < 2000 else 128, 1e-3, 1e-4, patience=15)
 
 
-def _cnn(p: Proposal, n: int) -> None:
-    p.model_lines += [("family", "cnn", "an image input: a convolutional network"),
+def _cnn(p: Proposal, n: int, kind: str = "image") -> None:
+    what = "an image input" if kind == "image" else "an audio input (its log-mel " \
+        "spectrogram, mel channels x frames, read as an image)"
+    p.model_lines += [("family", "cnn", f"{what}: a convolutional network"),
                       ("blocks", [{"filters": 32, "pool": "max"}, {"filters": 64,
                                                                    "pool": "max"}],
                        "two conv blocks, each halving the image"),
                       ("dense", [128], ""), ("dropout", 0.2, "")]
     _train(p, 30 if n < 5000 else 10, 64, 1e-3, 1e-4, patience=5)
+
+
+def _length(columns: str) -> int:
+    """The number of columns of a range ``x0..x39``."""
+    lo, hi = (int(re.findall(r"\d+$", s)[0]) for s in columns.split(".."))
+    return hi - lo + 1
+
+
+def _cnn1d(p: Proposal, n: int, length: int) -> None:
+    """1-D convolutions along a series row: up to three blocks, each halving the steps
+    (as long as 4 are left), widths doubling from 32; the feature map flattened, so the
+    head knows where along the series a pattern was."""
+    blocks: list[dict[str, Any]] = []
+    steps = length
+    while len(blocks) < 3 and steps // 2 >= 4:
+        blocks.append({"filters": 32 * 2 ** len(blocks), "kernel": 5 if not blocks else 3,
+                       "pool": "max"})
+        steps //= 2
+    if not blocks:
+        blocks = [{"filters": 32, "kernel": 3}]
+    p.model_lines += [("family", "cnn", f"a series of {length} steps per row: 1-D "
+                       "convolutions along it"),
+                      ("blocks", blocks, f"{len(blocks)} conv blocks over the steps"),
+                      ("global_pool", "flatten", "keep where along the series a pattern is"),
+                      ("dense", [128], ""), ("dropout", 0.2, "")]
+    _train(p, 60 if n < 10_000 else 20, 64, 2e-3, 0.01, patience=10)
 
 
 def _bag(p: Proposal, n: int, why: str) -> None:

@@ -1,4 +1,5 @@
-"""Readers for files and folders: CSV, Parquet, JSON Lines, NumPy .npz, image folders.
+"""Readers for files and folders: CSV, Parquet, JSON Lines, NumPy .npz, image and audio
+folders.
 
 Each returns a :class:`Table` whose rows remember their line in the file, so that later
 errors (a word in a numeric column, an unreadable image) can name file, line and column.
@@ -8,6 +9,7 @@ Pickle-based formats are refused outright.
 from __future__ import annotations
 
 import csv
+import glob
 import itertools
 import json
 import sys
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from layerwise.data.audio import read_audio_folder
 from layerwise.data.table import Table
 from layerwise.errors import DataError, UnsafeFormatError
 
@@ -30,6 +33,8 @@ _PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".bin"
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet",
             ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".npz": "npz"}
 _Record = TypeVar("_Record")
+GLOB_CHARS = "*?["  # a data.path holding one of these is a glob over shard files
+SHARD_FORMATS = ("parquet", "jsonl")  # the formats a folder of shards may hold
 
 
 @dataclass
@@ -68,37 +73,48 @@ def infer_format(path: Path, given: str | None) -> str:
     if given:
         return given
     if path.is_dir():
-        return "images"
+        return "audio" if _holds_audio(path) else "images"
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None and path.suffix.lower() in AUDIO_SUFFIXES:
-        raise DataError(audio_unsupported(path))
+        raise DataError(audio_file(path))
     if fmt is None:
         raise DataError(f"{path}: cannot tell the format from the extension "
                         f"{path.suffix!r}; set data.format to one of csv, parquet, jsonl, "
-                        "npz, images")
+                        "npz, images, audio")
     return fmt
 
 
-def audio_unsupported(path: Path) -> str:
-    """The message for audio data: not an input type yet (rather than "no images")."""
-    return (f"{path}: audio ({path.suffix} files) is not supported as an input yet; "
-            "layerwise reads tables (CSV, Parquet, JSON Lines, .npz) and folders of images")
+def _holds_audio(path: Path) -> bool:
+    """Whether a folder's class sub-folders hold sound clips and no images."""
+    files = [f for d in path.iterdir() if d.is_dir() for f in d.iterdir()]
+    suffixes = {f.suffix.lower() for f in files}
+    return bool(suffixes & AUDIO_SUFFIXES) and not suffixes & IMAGE_SUFFIXES
+
+
+def audio_file(path: Path) -> str:
+    """The message for one sound file given as data: a clip is one row, not a data set."""
+    return (f"{path}: one audio clip ({path.suffix} file) is not a data set; give a folder "
+            "with one sub-folder of clips per class, or a table whose column of file paths "
+            "is an input of type audio")
 
 
 def read(path: str | Path, fmt: str | None = None, *, delimiter: str = ",",
          bad: BadRows | None = None, limit: int | None = None,
-         looked_in: Sequence[str] = ()) -> Table:
-    """Read one file or folder into a Table.
+         looked_in: Sequence[str] = (), encoding: str = "utf-8") -> Table:
+    """Read one file or folder into a Table (``encoding``: of CSV and JSON Lines text).
 
     ``looked_in``: the places already searched for a relative ``path`` (by the config's
     parsing), named in the "not found" message."""
     p = Path(path)
+    files = shard_files(p, fmt, looked_in)
+    if files is not None:
+        return read_shards(files, fmt, delimiter=delimiter, bad=bad, limit=limit)
     if not p.exists():
         raise DataError(not_found(p, looked_in))
     refuse_pickle(p)
     fmt = infer_format(p, fmt)
-    if fmt == "images" and not p.is_dir():
-        raise DataError(f"{p}: format images reads a folder (one sub-folder per class), "
+    if fmt in ("images", "audio") and not p.is_dir():
+        raise DataError(f"{p}: format {fmt} reads a folder (one sub-folder per class), "
                         "not a file")
     if fmt in ("csv", "jsonl", "npz") and not p.is_file():
         raise DataError(f"{p}: format {fmt} reads one file; this is a folder")
@@ -107,16 +123,59 @@ def read(path: str | Path, fmt: str | None = None, *, delimiter: str = ",",
     bad = bad or BadRows()
     if fmt == "csv":
         delim = "\t" if p.suffix.lower() == ".tsv" and delimiter == "," else delimiter
-        return read_csv(p, delim, bad, limit)
+        return read_csv(p, delim, bad, limit, encoding)
     if fmt == "jsonl":
-        return read_jsonl(p, bad, limit)
+        return read_jsonl(p, bad, limit, encoding)
     if fmt == "parquet":
         return read_parquet(p, limit)
     if fmt == "npz":
         return read_npz(p, limit)
     if fmt == "images":
         return read_image_folder(p, limit)
+    if fmt == "audio":
+        return read_audio_folder(p, limit)
     raise DataError(f"unknown data format {fmt!r}")
+
+
+def shard_files(path: Path, fmt: str | None, looked_in: Sequence[str] = ()
+                ) -> list[Path] | None:
+    """The files of a sharded source, sorted: a glob (``shards/*.parquet``), or a folder
+    holding Parquet or JSON Lines files (not one sub-folder per class: that is an image
+    folder). ``None`` for one file or an image folder."""
+    if any(c in str(path) for c in GLOB_CHARS):
+        files = sorted(Path(f) for f in glob.glob(str(path)) if Path(f).is_file())
+        if not files:
+            raise DataError(f"data.path {path}: the pattern matches no file"
+                            + (f" (looked in {', '.join(looked_in)})" if looked_in else ""))
+    elif path.is_dir() and fmt in (None, *SHARD_FORMATS):
+        files = sorted(f for f in path.iterdir() if f.is_file()
+                       and _FORMATS.get(f.suffix.lower()) in ((fmt,) if fmt else SHARD_FORMATS))
+        if not files and fmt:
+            raise DataError(f"{path}: format {fmt} reads one file or a folder of .{fmt} "
+                            "shards; this is a folder with none")
+        if not files:
+            return None
+    else:
+        return None
+    for f in files:
+        refuse_pickle(f)
+    kinds = {fmt or infer_format(f, None) for f in files}
+    if len(kinds) > 1:
+        raise DataError(f"{path}: the shards mix formats ({', '.join(sorted(kinds))}); "
+                        "keep one format per source")
+    return files
+
+
+def read_shards(files: list[Path], fmt: str | None, *, delimiter: str = ",",
+                bad: BadRows | None = None, limit: int | None = None) -> Table:
+    """Every shard file read into one Table whose rows name their own file."""
+    tables: list[Table] = []
+    for f in files:
+        left = limit - sum(len(t) for t in tables) if limit else None
+        if left is not None and left <= 0:
+            break
+        tables.append(read(f, fmt, delimiter=delimiter, bad=bad, limit=left))
+    return Table.concat(tables)
 
 
 def not_found(path: Path, looked_in: Sequence[str] = ()) -> str:
@@ -126,11 +185,36 @@ def not_found(path: Path, looked_in: Sequence[str] = ()) -> str:
                                              if places else "")
 
 
-def read_csv(path: Path, delimiter: str, bad: BadRows, limit: int | None) -> Table:
+def _codec(encoding: str) -> str:
+    """The codec to open text with: UTF-8 skips a byte-order mark."""
+    return "utf-8-sig" if _spelt(encoding) == "UTF-8" else encoding
+
+
+def _spelt(encoding: str) -> str:
+    """An encoding's name for messages: ``UTF-8`` however it was written."""
+    return "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
+def not_decodable(path: Path, encoding: str) -> str:
+    """Where ``path`` first fails to decode as ``encoding``: its line and byte offset, and
+    the option that fixes it (the file is read again, once, only for this message)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode(_codec(encoding))
+        return f"{path}: not {_spelt(encoding)} text; set data.encoding to the file's encoding"
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        return (f"{path}, line {line}: not {_spelt(encoding)} text (byte offset {e.start}: "
+                f"0x{raw[e.start]:02x}); set data.encoding to the file's encoding, e.g. "
+                "data.encoding: latin-1 (or cp1252)")
+
+
+def read_csv(path: Path, delimiter: str, bad: BadRows, limit: int | None,
+             encoding: str = "utf-8") -> Table:
     """Strict CSV: every row must have as many fields as the header."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        with path.open(newline="", encoding=_codec(encoding)) as f:
             reader = csv.reader(f, delimiter=delimiter, strict=True)
             try:
                 header = next(reader)
@@ -143,11 +227,10 @@ def read_csv(path: Path, delimiter: str, bad: BadRows, limit: int | None) -> Tab
             if dup:
                 raise DataError(f"{path}, line 1: repeated column names {dup}")
             if len(header) == 1:  # before the rows: they may not split like the header
-                _check_delimiter(path, header[0], delimiter)
+                _check_delimiter(path, header[0], delimiter, encoding)
             rows, lines = _first(_csv_rows(reader, header, path, bad), limit)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); is this a CSV file?") \
-            from None
+    except UnicodeDecodeError:
+        raise DataError(not_decodable(path, encoding)) from None
     if not rows:
         raise DataError(f"{path}: the file has a header but no data rows")
     cols = {h: np.array([r[j] for r in rows], dtype=object) for j, h in enumerate(header)}
@@ -159,12 +242,12 @@ _DELIMITERS = {";": "';' (semicolons)", "\t": '"\\t" (tabs)', "|": "'|' (pipes)"
                ",": "',' (commas)"}
 
 
-def _check_delimiter(path: Path, name: str, delimiter: str) -> None:
+def _check_delimiter(path: Path, name: str, delimiter: str, encoding: str = "utf-8") -> None:
     """A file read as one column whose header and first row split alike on another common
     delimiter was written with that delimiter: say so, and how to read it, rather than
     fail later with ``missing column`` or ``expected 1 fields`` (a real one-column file
     whose name holds a ``;`` passes: its rows do not split like its header)."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    with path.open(newline="", encoding=_codec(encoding)) as f:
         lines = (line for line in itertools.islice(f, 1, 100) if line.strip())
         first = next(lines, "")  # the first non-blank line after the header, as written
     for d, words in _DELIMITERS.items():
@@ -200,9 +283,9 @@ def _csv_rows(reader: Reader, header: list[str], path: Path,
         yield start, row
 
 
-def read_jsonl(path: Path, bad: BadRows, limit: int | None) -> Table:
+def read_jsonl(path: Path, bad: BadRows, limit: int | None, encoding: str = "utf-8") -> Table:
     with path.open("rb") as f:  # decoded line by line, so a bad byte names its line
-        records, lines = _first(_jsonl_records(f, path, bad), limit)
+        records, lines = _first(_jsonl_records(f, path, bad, encoding), limit)
     if not records:
         raise DataError(f"{path}: no JSON records found")
     keys: list[str] = []
@@ -212,16 +295,17 @@ def read_jsonl(path: Path, bad: BadRows, limit: int | None) -> Table:
     return Table(cols, str(path), np.array(lines), unit="line")
 
 
-def _jsonl_records(f: Iterable[bytes], path: Path,
-                   bad: BadRows) -> Iterator[tuple[int, dict[str, object]]]:
+def _jsonl_records(f: Iterable[bytes], path: Path, bad: BadRows,
+                   encoding: str = "utf-8") -> Iterator[tuple[int, dict[str, object]]]:
     """The JSON objects of a file's lines, each with its line; a line that is not one is
     skipped (or is an error) through ``bad``."""
+    codec = _codec(encoding)
     for no, raw in enumerate(f, start=1):
         try:
-            text = raw.decode("utf-8-sig").rstrip("\r\n")  # so colno is on this line
+            text = raw.decode(codec).rstrip("\r\n")  # so colno is on this line
         except UnicodeDecodeError as e:
-            bad.skip(f"{path}, line {no}", f"not UTF-8 text (byte {e.start + 1} of the "
-                     "line)")
+            bad.skip(f"{path}, line {no}", f"not {_spelt(encoding)} text (byte {e.start + 1} "
+                     "of the line); set data.encoding to the file's encoding, e.g. latin-1")
             continue
         if not text.strip():
             continue
@@ -305,10 +389,6 @@ def read_image_folder(path: Path, limit: int | None) -> Table:
                 labels.append(d.name)
     loose = [f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
-        audio = [f for d in [path, *classes] for f in sorted(d.iterdir())
-                 if f.suffix.lower() in AUDIO_SUFFIXES]
-        if audio:
-            raise DataError(audio_unsupported(audio[0]))
         hint = " (images must sit in one sub-folder per class)" if loose else ""
         raise DataError(f"{path}: no images found{hint}")
     if limit:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from layerwise.data import bio
 from layerwise.data.encoder import Encoder, is_missing, no_bad_rows, unlinked
 from layerwise.data.table import Table
 from layerwise.data.text import _WORD, TextEncoder
@@ -122,9 +123,21 @@ class TagsEncoder(Encoder):
             toks = self.tokens(text)[: self.source.max_length]
             shown = self._original(text)[: len(toks)]  # the text's own case, where it aligns
             toks = shown if len(shown) == len(toks) else toks
-            out.append({"tokens": toks, "tags": [self.vocab[j] for j in best[i][: len(toks)]],
-                        "probabilities": [round(p, 6) for p in prob[i][: len(toks)]]})
+            row = {"tokens": toks, "tags": [self.vocab[j] for j in best[i][: len(toks)]],
+                   "probabilities": [round(p, 6) for p in prob[i][: len(toks)]]}
+            if bio.is_bio(self.vocab):  # entity tags: the spans as written in the text
+                row["spans"] = bio.span_texts(*self._offsets(text, len(toks)), row["tags"])
+            out.append(row)
         return out
+
+    def _offsets(self, text: Any, n: int) -> tuple[str, list[tuple[int, int]]]:
+        """The text and the character range of each of its first ``n`` tokens."""
+        if self.source is None:
+            raise unlinked(self, "text input")
+        s = text if isinstance(text, str) else str(self.source.cfg.fill_value)
+        if self.source.cfg.tokenizer == "char":
+            return s, [(i, i + 1) for i in range(min(n, len(s)))]
+        return s, [m.span() for m in _WORD.finditer(s)][:n]
 
     def state(self) -> dict[str, Any]:
         return {"vocab": self.vocab, "input": self.cfg.input}

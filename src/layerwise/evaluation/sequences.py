@@ -44,4 +44,16 @@ def tagging(out: torch.Tensor, y: torch.Tensor, enc: Any) -> dict[str, Any]:
             "per_tag": {enc.vocab[j]: {"precision": float(p[i]), "recall": float(r[i]),
                                        "f1": float(f[i]), "support": int(s[i])}
                         for i, j in enumerate(present)},
-            "tokens": int(valid.sum()), "count": int(len(y))}
+            "tokens": int(valid.sum()), "count": int(len(y)), **_spans(pred, y, valid, enc)}
+
+
+def _spans(pred: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, enc: Any
+           ) -> dict[str, Any]:
+    """Exact entity-span precision / recall / F1 (data/bio.py) when the tags are BIO."""
+    from layerwise.data import bio
+
+    if not bio.is_bio(enc.vocab):
+        return {}
+    rows = [(yr[v].tolist(), pr[v].tolist()) for yr, pr, v in zip(y, pred, valid, strict=True)]
+    return bio.span_scores([[enc.vocab[j] for j in t] for t, _ in rows],
+                           [[enc.vocab[j] for j in p] for _, p in rows])

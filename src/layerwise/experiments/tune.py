@@ -126,7 +126,7 @@ def direction_for(settings: dict[str, Any]) -> str:
     d = settings.get("direction")
     if d is None:
         m = settings.get("metric", "val_loss")
-        return "minimize" if "loss" in m or m.endswith(("mae", "rmse", "error")) \
+        return "minimize" if "loss" in m or m.endswith(("mae", "rmse", "error", "cer")) \
             else "maximize"
     if d not in ("minimize", "maximize"):
         raise ConfigError(f"tune.direction: expected minimize or maximize; got {d!r}")

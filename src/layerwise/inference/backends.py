@@ -16,7 +16,12 @@ builds what it needs (export, quantization, compilation) on its first batch, onc
 are cached under ``$LAYERWISE_CACHE/onnx/<weights hash>`` unless the artifact carries one.
 
 The pick of an autotune run (``layerwise bench --autotune``) is stored in the artifact per
-CPU model (``meta["backends"][cpu model]``); :func:`default_backend` reads it back.
+CPU model (``meta["backends"][cpu model]``); :func:`default_backend` reads it back. When the
+fastest backend differs by batch size, the default is ``auto``: each call runs the pick of
+the nearest measured batch size at or below its own.
+
+A language model's generation runs its decoding step on the same backend names
+(inference/lm_steps.py).
 """
 
 from __future__ import annotations
@@ -41,9 +46,13 @@ ONNX_FILE = "model.onnx"          # written into the artifact by ``layerwise exp
 RANGES_FILE = "calibration.json"  # activation ranges of a static int8 artifact
 
 
+AUTO = "auto"  # the autotuned backend of each batch size, as recorded for this CPU
+
+
 def check_name(name: str) -> str:
-    if name not in BACKENDS:
-        raise UnknownNameError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+    if name not in BACKENDS and name != AUTO:
+        raise UnknownNameError(f"unknown backend {name!r}; valid: "
+                               f"{', '.join((*BACKENDS, AUTO))}")
     return name
 
 
@@ -55,10 +64,32 @@ def machine_key() -> str:
     return cpu_model()
 
 
+def _record(meta: dict[str, Any]) -> dict[str, Any]:
+    return (meta.get("backends") or {}).get(machine_key(), {})  # type: ignore[no-any-return]
+
+
+def by_batch(meta: dict[str, Any]) -> dict[int, str]:
+    """The autotuned pick per batch size recorded for this CPU model (empty if none)."""
+    picks = _record(meta).get("by_batch") or {}
+    return {int(b): n for b, n in picks.items() if n in BACKENDS}
+
+
+def resolved(name: str, meta: dict[str, Any]) -> str:
+    """A concrete backend for ``name``: ``auto`` is the pick made for the record's batch
+    size (what one-backend-only uses, such as generation, run)."""
+    if name != AUTO:
+        return name
+    picked = _record(meta).get("pick")
+    return picked if picked in BACKENDS else "eager"
+
+
 def default_backend(meta: dict[str, Any]) -> str:
-    """The backend recorded for this machine's CPU model, else the one a compression step
+    """The backend recorded for this machine's CPU model (``auto`` when autotune found a
+    different fastest backend at different batch sizes), else the one a compression step
     made the artifact for (its int8 graph), else eager."""
-    picked = (meta.get("backends") or {}).get(machine_key(), {}).get("pick")
+    if len(set(by_batch(meta).values())) > 1:
+        return AUTO
+    picked = _record(meta).get("pick")
     if isinstance(picked, str) and picked in BACKENDS:
         return picked
     made_for = (meta.get("compression") or {}).get("backend")
@@ -164,6 +195,8 @@ def make(name: str, model: nn.Module, model_dir: Path | None,
          meta: dict[str, Any]) -> Runner:
     """The runner of backend ``name`` for ``model`` (loaded from ``model_dir``)."""
     check_name(name)
+    if name == AUTO:
+        return _by_batch(model, model_dir, meta)
     if name == "eager":
         return model  # type: ignore[return-value]
     if name == "compiled":
@@ -175,3 +208,19 @@ def make(name: str, model: nn.Module, model_dir: Path | None,
     if name == "onnxruntime":
         return _Lazy(lambda x: lo.OnnxRunner(onnx_graph(model, model_dir, x)))
     return _Lazy(lambda x: lo.OnnxRunner(int8_graph(model, model_dir, meta, x)))
+
+
+def _by_batch(model: nn.Module, model_dir: Path | None, meta: dict[str, Any]) -> Runner:
+    """``auto``: each call runs the backend autotune picked for the nearest measured batch
+    size (the largest at or below the call's, else the smallest)."""
+    from layerwise.data.batching import first_len
+
+    picks = by_batch(meta) or {1: resolved(AUTO, meta)}
+    runners = {n: make(n, model, model_dir, meta) for n in set(picks.values())}
+    sizes = sorted(picks)
+
+    def run(inputs: Any) -> dict[str, torch.Tensor]:
+        n = first_len(inputs)
+        size = max((b for b in sizes if b <= n), default=sizes[0])
+        return runners[picks[size]](inputs)
+    return run

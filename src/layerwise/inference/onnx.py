@@ -5,8 +5,10 @@ A model takes a tree of tensors (``{"image": [B, C, H, W]}``, ``{"text": {"ids":
 "lengths": [B]}}``) and returns a dict of tensors; an ONNX graph takes and returns flat,
 named tensors. The names are the tree's keys joined by dots (``text.ids``), inputs and
 outputs in sorted order, so a plain ``onnxruntime.InferenceSession`` can feed the graph
-without layerwise. The batch axis is dynamic; so is the time axis of text ids, and
-:class:`OnnxRunner` cuts a text batch to its longest row before running, as the model does.
+without layerwise (an output named like an input, as a sequence-to-sequence model's
+target, gets the suffix ``__output``). The batch axis is dynamic; so is the time axis of
+text ids, and :class:`OnnxRunner` cuts a text batch to its longest row before running, as
+the model does.
 
     >>> export(model, example_inputs, Path("model.onnx"))         # doctest: +SKIP
     >>> OnnxRunner(Path("model.onnx"))(inputs)["label"].shape       # doctest: +SKIP
@@ -25,6 +27,7 @@ from torch import nn
 
 from layerwise.errors import ArtifactError, ConfigError
 
+CLASH = "__output"  # suffix of an output named like an input (a seq2seq model's target)
 EXTERNAL_BYTES = 512 * 2**20  # weights above this go to a side file (protobuf stops at 2 GB)
 OPSET = 18
 
@@ -116,8 +119,9 @@ def export(model: nn.Module, example: Any, path: Path) -> Path:
         outputs = sorted(model(unflatten(names, [t for _, t in flat])))
     wrapper = _Flat(model, names, outputs).eval()
     size = sum(p.numel() * p.element_size() for p in model.parameters())
+    graph_outputs = [o + CLASH if o in names else o for o in outputs]  # ONNX names are unique
     with _Quiet():
-        program = _export(wrapper, flat, names, outputs)
+        program = _export(wrapper, flat, names, graph_outputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=size > EXTERNAL_BYTES)
     return path
@@ -169,7 +173,7 @@ class OnnxRunner:
         except Exception as e:  # ORT's own exception classes
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it: {e}") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.outputs = [o.name.removesuffix(CLASH) for o in self.session.get_outputs()]
         self.path = path
         # a graph whose time axis came out fixed takes text as encoded (padded), untrimmed
         self.trim = all(not isinstance(i.shape[1], int) for i in self.session.get_inputs()

@@ -23,7 +23,7 @@ from layerwise.data.features import BinaryEncoder, CategoryEncoder, NumericEncod
 from layerwise.data.table import Table
 from layerwise.data.text import UNK_ID, NextTokenEncoder
 from layerwise.errors import ConfigError, DataError
-from layerwise.inference import backends, calibrated, generative, seq2seq, sequences
+from layerwise.inference import abstain, backends, calibrated, generative, seq2seq, sequences
 
 Columns = dict[str, list[Any]]  # decoded values: a column name → one value per row
 
@@ -48,7 +48,18 @@ class Predictor:
         compiled, bf16, onnxruntime, onnxruntime-int8); returns the predictor."""
         self._runner = backends.make(name, self.model, self.artifact.path, self.meta)
         self.backend = name
+        self._step: Any = None  # a language model's decoding step, built on first use
         return self
+
+    def generation_step(self) -> Any:
+        """How a language model's decoding step runs on this backend (built once, on
+        first use: inference/lm_steps.py)."""
+        if self._step is None:
+            from layerwise.inference.lm_steps import stepper
+
+            self._step = stepper(backends.resolved(self.backend, self.meta),
+                                 self.model.backbone, self.artifact.path)
+        return self._step
 
     @classmethod
     def load(cls, path: str | Path, backend: str | None = None) -> Predictor:
@@ -70,7 +81,11 @@ class Predictor:
             p = Path(rows)
             if images and p.suffix.lower() in sources.IMAGE_SUFFIXES:
                 return Table({images[0]: np.array([str(p)], dtype=object)}, str(p))
-            return sources.read(p)
+            if self.schema.audio and p.suffix.lower() in sources.AUDIO_SUFFIXES:
+                return Table({self.schema.audio[0].name: np.array([str(p)], dtype=object)},
+                             str(p))
+            # a file of new rows is read as the training data was (data.encoding)
+            return sources.read(p, encoding=getattr(self.config.data, "encoding", "utf-8"))
         if isinstance(rows, np.ndarray) and len(images) == 1 and not self.schema.numeric:
             # an array of images; a category column it lacks is named when encoding (a
             # generative model's role columns are filled in: inference/generative.py)
@@ -88,6 +103,10 @@ class Predictor:
             if all(isinstance(r, str | Path) for r in rows) and len(images) == 1:
                 return Table({images[0]: np.array([str(r) for r in rows], dtype=object)},
                              "input")
+            if all(isinstance(r, str | Path) and Path(r).suffix.lower() in
+                   sources.AUDIO_SUFFIXES for r in rows) and len(self.schema.audio) == 1:
+                return Table({self.schema.audio[0].name: np.array([str(r) for r in rows],
+                                                                  dtype=object)}, "input")
             texts = [e.name for e in self.schema.texts]
             if all(isinstance(r, str) for r in rows) and texts == [
                     e.name for e in self.schema.inputs]:  # raw strings for a text-only model
@@ -117,12 +136,14 @@ class Predictor:
             return sequences.forecast(self, table)
         data, table = encode_rows(self.schema, table, targets=False)
         if sequences.tags_output(self.schema) is not None:  # a tag per token of each text
-            return sequences.tag(self, data, table, batch_size)
+            rows = sequences.tag(self, data, table, batch_size)
+            return abstain.route(rows, self.schema.outputs, self.meta)  # hand-off, if fitted
         if seq2seq.sequence_output(self.schema) is not None:  # generated text per row
             return seq2seq.predict(self, data, batch_size=min(batch_size, 256))
         if any(isinstance(e, NextTokenEncoder) for e in self.schema.outputs):
             batch_size = min(batch_size, 64)  # logits [B, T, V] per batch
-        return self.decode(self.forward(data, batch_size), data.inputs)
+        rows = self.decode(self.forward(data, batch_size), data.inputs)
+        return abstain.route(rows, self.schema.outputs, self.meta)  # hand-off, if fitted
 
     def generate(self, prompt: str = "", max_tokens: int = 200, *,
                  temperature: float | None = None,
@@ -187,7 +208,8 @@ class Predictor:
                               f"<= 1; got {max_tokens}, {beams}, {top_p}")
         text = self.schema.texts[0]
         ids = text.encode(prompt or "\n") or [UNK_ID]
-        return text, ids, Decoder(self.model.backbone)  # type: ignore[arg-type]
+        return text, ids, Decoder(self.model.backbone,  # type: ignore[arg-type]
+                                  step=self.generation_step())
 
     def embed(self, rows: Any, batch_size: int = 1024) -> np.ndarray:
         """Latent vectors ``[N, d]`` of rows (autoencoder code, VAE posterior mean)."""
@@ -211,6 +233,8 @@ class Predictor:
         cols: Columns = {}
         outputs = calibrated.scale(self.meta, outputs)  # stored temperatures (calibrate)
         for enc in self.schema.outputs:
+            if enc.kind == "tags" and enc.name not in outputs:  # decoded with the texts
+                continue
             decoder = DECODERS.get(enc.kind)
             if decoder is None:
                 raise ConfigError(f"output {enc.name!r} of type {enc.kind!r} has no row "
@@ -263,12 +287,23 @@ def _next_token(enc: NextTokenEncoder, out: torch.Tensor, inputs: Mapping[str, A
             f"{enc.name}_probability": [float(prob[r, i]) for r, i in enumerate(best)]}
 
 
+def _ctc(enc: Any, out: torch.Tensor, inputs: Mapping[str, Any]) -> Columns:
+    """The transcript of each clip (data/transcript.py: greedy or beam, as configured)."""
+    return {enc.name: enc.decode(out)}
+
+
 DECODERS: dict[str, Callable[[Any, torch.Tensor, Mapping[str, Any]], Columns]] = {
     "category": _category, "binary": _binary, "numeric": _numeric,
-    "next_token": _next_token}
+    "next_token": _next_token, "ctc": _ctc}
 
 
 def _column(values: Any) -> np.ndarray:
+    if isinstance(values, list | tuple) and values and all(
+            isinstance(v, np.ndarray) for v in values) and len({v.shape for v in values}) > 1:
+        ragged = np.empty(len(values), dtype=object)  # e.g. sound clips of several lengths
+        for i, v in enumerate(values):
+            ragged[i] = v
+        return ragged
     arr = np.asarray(values)
     if arr.dtype.kind in "OUS" or arr.ndim > 1 and arr.dtype == object:
         return np.array(list(values), dtype=object) if arr.ndim == 1 else arr

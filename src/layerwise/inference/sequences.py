@@ -34,9 +34,15 @@ def forecast(predictor: Any, table: Table) -> list[dict[str, Any]]:
 
 
 def tag(predictor: Any, data: TensorData, table: Table, batch_size: int) -> list[dict[str, Any]]:
-    """The most likely tag of every token of each text (the tags output is the only one)."""
+    """The most likely tag of every token of each text, and the decoded values of the
+    model's other outputs (a joint model: e.g. intent, entities and sentiment)."""
     enc = tags_output(predictor.schema)
     if enc is None:
         raise ConfigError("this model has no tags output: it does not tag tokens")
-    out = predictor.forward(data, min(batch_size, 256))[enc.name]  # [N, T, n]
-    return [{enc.name: d} for d in enc.decode(out, table.column(enc.cfg.input))]
+    outs = predictor.forward(data, min(batch_size, 256))
+    rows = [{enc.name: d} for d in enc.decode(outs.pop(enc.name),  # [N, T, n]
+                                              table.column(enc.cfg.input))]
+    if outs:  # the other outputs, decoded as any model's
+        for row, other in zip(rows, predictor.decode(outs, data.inputs), strict=True):
+            row.update(other)
+    return rows

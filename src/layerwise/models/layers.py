@@ -127,23 +127,82 @@ class SequenceBackbone(nn.Module):
         """Create the input encoders (``text(spec)`` / ``series(spec)`` per input, names
         sorted) and return the width of ``features``."""
         texts, windows = desc.get("texts", {}), desc.get("series", {})
+        windows = {**windows, **desc.get("rows", {})}  # a series row: a window [B, L, 1]
+        windows |= desc.get("audio", {})  # an audio input: its spectrogram's frames
         if not texts and not windows:
-            raise ConfigError(f"model {family} needs at least one text or timeseries input")
+            raise ConfigError(f"model {family} needs at least one text, timeseries, series "
+                              "or audio input")
         self.text_names = sorted(texts)
-        self.encoders = nn.ModuleDict({n: text(texts[n]) for n in self.text_names})
+        self.encoders = nn.ModuleDict({n: ChunkPool.around(text(texts[n]), texts[n])
+                                       for n in self.text_names})
         self.series_names = sorted(windows)
         self.windows = nn.ModuleDict({n: series(windows[n]) for n in self.series_names})
-        # a tags output tags every token of its (only) text input: no pooling
-        self.per_token = any(k == "tags" for k, _ in desc.get("outputs", {}).values())
+        # a tags output tags every token of one text input. Alone, the backbone returns that
+        # text's per-token states (no pooling); beside other outputs (``joint``) it returns
+        # the pooled encoding of every input for their heads and the states for the tags head
+        kinds = [k for k, _ in desc.get("outputs", {}).values()]
+        self.per_token = bool(kinds) and set(kinds) == {"tags"}
+        if "tags" in kinds and any(isinstance(e, ChunkPool) for e in self.encoders.values()):
+            raise ConfigError("a tags output tags every token of its text; truncate: chunks "
+                              "is for classifying long texts")
+        self.joint = "tags" in kinds and not self.per_token
+        self.tagged = (desc.get("tagged") or self.text_names[:1] or [None])[0]
+        self.token_features = self.encoders[self.tagged].out_features \
+            if self.tagged in self.encoders else 0
         self.tabular = TabularEncoder.from_schema(desc)
         width = sum(e.out_features for e in self.encoders.values()) + self.tabular.out_features
         return width + sum(e.out_features for e in self.windows.values())
 
     def features(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Every input's encoding, concatenated: ``[B, F_in]``."""
-        parts = [self.encoders[n](inputs[n]) for n in self.text_names]
+        return self._features(inputs, None)[0]
+
+    def joint_features(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`features` and the tagged text's per-token states ``[B, T, C]``, from one
+        run of its encoder (``pooled_and_states``)."""
+        pooled, states = self._features(inputs, self.tagged)
+        if states is None:
+            raise ConfigError(f"the tagged text input {self.tagged!r} is not an input")
+        return pooled, states
+
+    def _features(self, inputs: dict[str, Any], tagged: str | None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        parts, states = [], None
+        for n in self.text_names:
+            if n == tagged:
+                pooled, states = self.encoders[n].pooled_and_states(inputs[n])
+                parts.append(pooled)
+            else:
+                parts.append(self.encoders[n](inputs[n]))
         parts += [self.windows[n](inputs[n]) for n in self.series_names]
         tab = self.tabular(inputs)
         if tab is not None:
             parts.append(tab)
-        return cat_features(parts)
+        return cat_features(parts), states
+
+
+class ChunkPool(nn.Module):
+    """Chunk-and-pool over a long text (``truncate: chunks``, data/text.py): the windows
+    ``ids [B, C, T]`` of every row go through one text encoder as rows of their own (empty
+    windows skipped), and the encodings of a row's windows are pooled (mean | max) into
+    ``[B, F]``: the whole document is read, at the cost of C short passes."""
+
+    def __init__(self, encoder: nn.Module, pool: str) -> None:
+        super().__init__()
+        self.encoder, self.pool = encoder, pool
+        self.out_features = encoder.out_features
+
+    @classmethod
+    def around(cls, encoder: nn.Module, spec: dict[str, Any]) -> nn.Module:
+        """``encoder`` wrapped when its text input is chunked, else itself."""
+        return cls(encoder, spec.get("chunk_pool", "mean")) if spec.get("chunks") else encoder
+
+    def forward(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids, lengths = text["ids"], text["lengths"]                     # [B, C, T], [B, C]
+        b, c, t = ids.shape
+        flat_len = lengths.reshape(b * c)
+        keep = flat_len > 0                                              # real windows
+        enc = self.encoder({"ids": ids.reshape(b * c, t)[keep], "lengths": flat_len[keep]})
+        out = enc.new_zeros(b * c, enc.shape[-1])
+        out[keep] = enc
+        return masked_pool(out.view(b, c, -1), lengths > 0, self.pool)   # [B, F]

@@ -1,7 +1,9 @@
 """Multi-layer perceptron: every tabular input (and flattened images) → hidden layers.
 
-    x = concat(numeric, embeddings(category), flatten(images))   # [B, F_in]
+    x = concat(numeric, embeddings(category), flatten(images), flatten(series rows))
+                                                                  # [B, F_in]
     for width in hidden:  x = dropout(act(norm(linear(x))))       # [B, width]
+    skip: true → concat(x, inputs): the heads see the inputs too (wide and deep)
 """
 
 from __future__ import annotations
@@ -25,12 +27,18 @@ class MLP(nn.Module):
         super().__init__()
         self.tabular = TabularEncoder.from_schema(desc)
         self.image_names = sorted(desc["images"])
+        rows = desc.get("rows", {})  # series rows [B, L, 1], flattened like images
+        self.image_names += sorted(rows)
         in_features = self.tabular.out_features + sum(
-            c * h * w for c, h, w in (desc["images"][n] for n in self.image_names))
+            c * h * w for c, h, w in (desc["images"][n] for n in sorted(desc["images"])))
+        in_features += sum(r["lookback"] * r["channels"] for r in rows.values())
         if in_features == 0:
             raise ConfigError("model mlp needs at least one input feature")
         self.body, self.out_features = dense_stack(in_features, cfg.hidden, cfg.activation,
                                                    cfg.dropout, cfg.norm)
+        self.skip = cfg.skip and bool(cfg.hidden)  # no hidden layers: linear already
+        if self.skip:  # wide and deep (Cheng et al., 2016): [hidden features, inputs]
+            self.out_features += in_features
 
     @classmethod
     def from_config(cls, cfg: MLPConfig, desc: dict[str, Any]) -> MLP:
@@ -41,4 +49,6 @@ class MLP(nn.Module):
         tab = self.tabular(inputs)
         if tab is not None:
             parts.append(tab)
-        return self.body(cat_features(parts))                         # [B, F_in] → [B, F]
+        x = cat_features(parts)                                       # [B, F_in]
+        h = self.body(x)                                              # [B, F]
+        return torch.cat([h, x], dim=1) if self.skip else h

@@ -13,6 +13,7 @@ from torch import nn
 from layerwise.config import FAMILY_CONFIGS
 from layerwise.config.base import either, families_for
 from layerwise.errors import ConfigError
+from layerwise.models.ctc import CTCHead
 from layerwise.models.heads import Head, NextTokenHead, SequenceHead, build_head
 from layerwise.models.registry import get_model
 from layerwise.models.sequence_heads import sequence_head
@@ -29,7 +30,33 @@ class LayerwiseModel(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         h = self.backbone(inputs)  # [B, F]
+        if isinstance(h, tuple):  # a joint backbone: pooled [B, F], token states [B, T, C]
+            pooled, tokens = h
+            return {name: head(tokens if head.kind == "tags" else pooled)
+                    for name, head in self.heads.items()}
         return {name: head(h) for name, head in self.heads.items()}
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]] | None:
+        """Optimizer groups of a backbone that trains its parts at different rates
+        (models/pretrained.py), the heads joining its first group; None for one rate."""
+        groups = getattr(self.backbone, "param_groups", None)
+        if groups is None:
+            return None
+        out: list[dict[str, Any]] = groups(lr)
+        out[0]["params"] = [*out[0]["params"], *self.heads.parameters()]
+        return [g for g in out if g["params"]]
+
+    def train_epoch_start(self, epoch: int) -> None:
+        """Passed on to the backbone (e.g. gradual unfreezing); the Trainer calls it."""
+        hook = getattr(self.backbone, "train_epoch_start", None)
+        if hook is not None:
+            hook(epoch)
+
+    def train_end(self) -> None:
+        """Passed on to the backbone (e.g. merging LoRA adapters) after a whole fit."""
+        hook = getattr(self.backbone, "train_end", None)
+        if hook is not None:
+            hook()
 
     def loss(self, outputs: dict[str, torch.Tensor],
              targets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -61,7 +88,8 @@ class LayerwiseModel(nn.Module):
 
 
 # the keys of a schema's description that name inputs, and the kind of input each holds
-_NAMED_INPUTS = {"texts": "text", "series": "timeseries", "images": "image"}
+_NAMED_INPUTS = {"texts": "text", "series": "timeseries", "images": "image",
+                 "rows": "series", "audio": "audio"}
 
 
 def check_inputs(model_cfg: Any, output_cfgs: list[Any], desc: dict[str, Any]) -> None:
@@ -91,8 +119,14 @@ def build_model(model_cfg: Any, output_cfgs: list[Any], desc: dict[str, Any],
             heads.append(NextTokenHead(o.name, backbone.lm_logits, o.loss_weight))
             continue
         if o.type in ("forecast", "tags"):  # see models/sequence_heads.py
-            heads.append(sequence_head(o, backbone.out_features, desc,
+            width = backbone.token_features if getattr(backbone, "joint", False) \
+                else backbone.out_features  # a joint backbone's tags head reads token states
+            heads.append(sequence_head(o, width, desc,
                                        (scales or {}).get(o.name, 1.0)))
+            continue
+        if o.type == "ctc":  # a transcript per clip: per-step scores (models/ctc.py)
+            heads.append(CTCHead(o.name, backbone.out_features, desc["outputs"][o.name][1],
+                                 o.loss_weight))
             continue
         if o.type == "sequence":  # seq2seq: the decoder's embedding is the head
             heads.append(SequenceHead(o.name, backbone.lm_logits, o.loss_weight,

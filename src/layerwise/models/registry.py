@@ -32,6 +32,7 @@ BUILTIN_FAMILIES: dict[str, str] = {
     "diffusion": "layerwise.models.diffusion:Diffusion",
     "gan": "layerwise.models.gan:GAN",
     "mlp": "layerwise.models.mlp:MLP",
+    "pretrained": "layerwise.models.pretrained:Pretrained",
     "rnn": "layerwise.models.rnn:RNN",
     "seq2seq": "layerwise.models.seq2seq:Seq2Seq",
     "transformer": "layerwise.models.transformer:Transformer",

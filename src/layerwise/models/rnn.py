@@ -12,8 +12,10 @@ default. Training clips the gradient norm at 1.0 unless ``train.grad_clip`` says
 (set in ``layerwise.api``; recorded in ``metrics.json → defaults``).
 
 A timeseries input (windows ``[B, L, k]``, all of one length: no packing) runs through the
-same recurrent stack with the ``k`` channels as its inputs (no embedding). With a ``tags``
-output the backbone returns per-token states ``[B, T, H·dirs]`` instead of a pooled vector.
+same recurrent stack with the ``k`` channels as its inputs (no embedding); an audio input
+runs over its spectrogram's frames (models/audio.py), per step for a ``ctc`` output. With a
+``tags`` output the backbone returns per-token states ``[B, T, H·dirs]`` instead of a pooled
+vector.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from layerwise.config import RNNConfig
+from layerwise.data.text import UNK_ID
+from layerwise.models.audio import AudioFrames
 from layerwise.models.layers import AttentionPool, SequenceBackbone, dense_stack, masked_pool, trim
 from layerwise.models.registry import register_model
 
@@ -53,12 +57,13 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id)
         self.drop = nn.Dropout(cfg.dropout)
+        self.word_dropout = cfg.word_dropout
         self.cell = cfg.cell
         _recurrent(self, cfg, cfg.embedding_dim)
 
     def forward(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
         ids, lengths, mask = trim(text)                       # [B, T], [B], [B, T]
-        x = self.drop(self.embedding(ids))                    # [B, T, E]
+        x = self.drop(self.embedding(self._words(ids, mask)))  # [B, T, E]
         if torch.compiler.is_exporting():  # packing does not export: the same, unpacked
             states, last = unpacked(self.rnn, x, lengths)
             if self.pooling == "last":
@@ -76,10 +81,40 @@ class SequenceEncoder(nn.Module):
             return self.attention(states, mask)
         return masked_pool(states, mask, self.pooling)         # [B, H·dirs]
 
+    def _words(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Word dropout while training: real tokens become ``<unk>`` at random, so the model
+        learns to read a message around words it has never seen (Iyyer et al., 2015)."""
+        if not self.training or not self.word_dropout:
+            return ids
+        drop = (torch.rand(ids.shape, device=ids.device) < self.word_dropout) & mask
+        return ids.masked_fill(drop, UNK_ID)
+
+    def pooled_and_states(self, text: dict[str, torch.Tensor]
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``forward`` and ``states`` return, from one run of the stack (a joint model:
+        heads over the pooled vector and a tags head over the states)."""
+        ids, lengths, mask = trim(text)
+        x = self.drop(self.embedding(self._words(ids, mask)))
+        if torch.compiler.is_exporting():
+            states, last = unpacked(self.rnn, x, lengths)
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True,
+                                          enforce_sorted=False)
+            out, h_n = self.rnn(packed)
+            states, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+            h_n = h_n[0] if isinstance(h_n, tuple) else h_n
+            last = torch.cat(list(h_n[-self.dirs:]), dim=1)   # [B, H·dirs]
+        if self.pooling == "last":
+            pooled = last
+        else:
+            pooled = self.attention(states, mask) if self.attention is not None \
+                else masked_pool(states, mask, self.pooling)
+        return pooled, self.drop(states)
+
     def states(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-token states ``[B, T, H·dirs]`` (T: the batch's longest text; 0 on padding)."""
-        ids, lengths, _ = trim(text)
-        x = self.drop(self.embedding(ids))
+        ids, lengths, mask = trim(text)
+        x = self.drop(self.embedding(self._words(ids, mask)))
         if torch.compiler.is_exporting():
             return self.drop(unpacked(self.rnn, x, lengths)[0])
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -168,8 +203,11 @@ class RNN(SequenceBackbone):
         super().__init__()
         width = self._build_inputs(
             "rnn", desc, lambda t: SequenceEncoder(cfg, t["vocab_size"], t["pad_id"]),
-            lambda s: WindowEncoder(cfg, s["channels"]))
-        if self.per_token:
+            lambda s: AudioFrames(s, lambda m, n: _recurrent(m, cfg, n)) if "n_mels" in s
+            else WindowEncoder(cfg, s["channels"]))
+        # a ctc output transcribes the (only) audio input: per-step states, no pooling
+        self.ctc = any(k == "ctc" for k, _ in desc.get("outputs", {}).values())
+        if self.per_token or self.ctc:
             self.dense, self.out_features = nn.Identity(), width
             return
         self.drop = nn.Dropout(cfg.dropout)
@@ -180,7 +218,13 @@ class RNN(SequenceBackbone):
     def from_config(cls, cfg: RNNConfig, desc: dict[str, Any]) -> RNN:
         return cls(cfg, desc)
 
-    def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+    def forward(self, inputs: dict[str, Any]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.ctc:  # {"states": [B, T, H·dirs], "lengths": [B]} for a ctc head
+            name = self.series_names[0]
+            return self.windows[name].states(inputs[name])
         if self.per_token:  # [B, T, H·dirs] for a tags head
-            return self.encoders[self.text_names[0]].states(inputs[self.text_names[0]])
+            return self.encoders[self.tagged].states(inputs[self.tagged])
+        if self.joint:  # ([B, F] for the other heads, [B, T, H·dirs] for the tags head)
+            pooled, states = self.joint_features(inputs)
+            return self.dense(self.drop(pooled)), states
         return self.dense(self.drop(self.features(inputs)))      # [B, F_in] → [B, F]

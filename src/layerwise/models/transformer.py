@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -185,6 +185,16 @@ class TextTransformer(TokenStack):
             x, _ = block(x, mask)
         return self.norm(x)
 
+    def pooled_and_states(self, text: dict[str, torch.Tensor]
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward``'s pooled vector and ``states`` from one run (mean or max pooling:
+        a tagged text has no cls token)."""
+        x, mask = self._embed(text)
+        for block in self.blocks:
+            x, _ = block(x, mask)
+        x = self.norm(x)                                        # [B, T, C]
+        return masked_pool(x, mask, self.pooling), x
+
     def step(self, ids: torch.Tensor, caches: list[dict[str, torch.Tensor]] | None,
              offset: int) -> torch.Tensor:
         """Next-token logits ``[B, T, V]`` for ``ids [B, T]`` that follow ``offset`` cached
@@ -262,9 +272,14 @@ class Transformer(SequenceBackbone):
     def from_config(cls, cfg: TransformerConfig, desc: dict[str, Any]) -> Transformer:
         return cls(cfg, desc)
 
-    def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
-        if self.causal or self.per_token:  # per-token states [B, T, C]: LM or tags head
+    def forward(self, inputs: dict[str, Any]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.causal:  # per-token states [B, T, C] for the language-model head
             return self.encoders[self.text_names[0]].states(inputs[self.text_names[0]])
+        if self.per_token:  # per-token states [B, T, C] for the tags head
+            return self.encoders[self.tagged].states(inputs[self.tagged])
+        if self.joint:  # ([B, F] for the other heads, [B, T, C] for the tags head)
+            pooled, states = self.joint_features(inputs)
+            return self.dense(pooled), states
         return self.dense(self.features(inputs))                 # [B, F_in] → [B, F]
 
     def lm_logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -287,11 +302,15 @@ class Decoder:
     and beam search, each new token one cached step (``use_cache=False`` recomputes the
     whole window every token: the baseline for benchmarks/generation.py)."""
 
-    def __init__(self, model: Transformer) -> None:
+    def __init__(self, model: Transformer,
+                 step: Callable[[torch.Tensor, Any, int], torch.Tensor] | None = None) -> None:
+        """``step``: how one step runs (``TextTransformer.step``'s signature; default that
+        method): a generation backend (inference/lm_steps.py) passes its own."""
         if not model.causal:
             raise ConfigError("generation needs a causal transformer (model.causal: true)")
         self.enc: TextTransformer = model.encoders[model.text_names[0]]  # type: ignore[assignment]
         self.window = self.enc.n_pos
+        self.step = step or self.enc.step
 
     def sample(self, ids: list[int], max_tokens: int, *, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
@@ -314,18 +333,18 @@ class Decoder:
             yield nxt
             out.append(nxt)
             if not use_cache:  # recompute the whole (sliding) window
-                logits = self.enc.step(torch.tensor([out[-self.window:]]), None, 0)[0, -1]
+                logits = self.step(torch.tensor([out[-self.window:]]), None, 0)[0, -1]
             elif len(out) >= self.window:  # positions run out: re-prime on the recent half
                 out = out[-self.window // 2:]
                 logits = self._prime(out, True)
             else:
                 caches = self._caches
-                logits = self.enc.step(torch.tensor([[nxt]]), caches, len(out) - 1)[0, -1]
+                logits = self.step(torch.tensor([[nxt]]), caches, len(out) - 1)[0, -1]
 
     def _prime(self, ids: list[int], use_cache: bool) -> torch.Tensor:
         self._caches: list[dict[str, torch.Tensor]] | None = \
             [{} for _ in self.enc.blocks] if use_cache else None
-        return self.enc.step(torch.tensor([ids]), self._caches, 0)[0, -1]  # [V]
+        return self.step(torch.tensor([ids]), self._caches, 0)[0, -1]  # [V]
 
     @torch.inference_mode()
     def beam(self, ids: list[int], max_tokens: int, beams: int = 4) -> list[int]:
@@ -348,7 +367,7 @@ class Decoder:
             scores = top.values
             for c in caches:  # each beam continues the cache of the beam it came from
                 c["k"], c["v"] = c["k"][src], c["v"][src]
-            logits = self.enc.step(tok[:, None], caches, len(ids) + t)[:, -1]
+            logits = self.step(tok[:, None], caches, len(ids) + t)[:, -1]
         return seqs[int(scores.argmax())]
 
 

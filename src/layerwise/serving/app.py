@@ -5,10 +5,12 @@
     GET  /metrics                     Prometheus text
     GET  /v1/models                   each model's input and output schema
     POST /v1/models/{name}/predict    {"rows": [...]} → {"predictions": [...]}
-    POST /v1/models/{name}/predict/files   images as multipart file uploads
+    POST /v1/models/{name}/predict/files   images or sound clips as multipart file uploads
     POST /v1/models/{name}/sample     new samples of a generative model (PNG, base64)
     POST /v1/models/{name}/act        a policy's actions for observations
+    POST /v1/models/{name}/recommend  a recommender's top k items for a user
     GET  /v1/shadow                   the shadow comparison report
+    GET  /v1/report                   A/B and shadow: per version, with labelled metrics
 
 Errors map to one status each (``STATUS``); bad input is a 422 naming the field, never a
 500. Every /v1 route and /metrics need the token when one is set.
@@ -24,20 +26,27 @@ import itertools
 import json
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from layerwise.errors import LayerwiseError
 from layerwise.files import dumps_json
-from layerwise.serving.batcher import QueueFull
-from layerwise.serving.limits import retry_after
-from layerwise.serving.model import RequestTimeout, ServedModel
-from layerwise.serving.records import shadow_report
+from layerwise.serving.model import ServedModel
+from layerwise.serving.predict import (
+    RESPONSES,
+    PredictFastPath,
+    PredictRequest,
+    PredictResponse,
+    answer,
+    served,
+)
+from layerwise.serving.predict import fail as _fail
+from layerwise.serving.predict import guard as caller_guard
 from layerwise.serving.settings import ServeSettings
 from layerwise.serving.state import AppState
 from layerwise.serving.validate import InvalidInput, validate_rows
@@ -45,22 +54,24 @@ from layerwise.serving.validate import InvalidInput, validate_rows
 log = logging.getLogger("layerwise.serving")
 
 
-class PredictRequest(BaseModel):
-    rows: list[dict[str, Any]] = Field(min_length=1, description="one object per row: "
-                                       "input name → value (see GET /v1/models)")
-    key: str | None = Field(None, max_length=256, description="sticky A/B key (a user id)")
-
-
-class PredictResponse(BaseModel):
-    model: str
-    version: str
-    predictions: list[dict[str, Any]]
-
-
 class SampleRequest(BaseModel):
     n: int = Field(1, ge=1, le=64, description="how many samples")
     label: str | int | None = Field(None, description="class of a class-conditional model")
     seed: int | None = Field(None, ge=0, le=2**31)
+
+
+class RecommendRequest(BaseModel):
+    user: str | int = Field(description="the user's id as in the training data; an unknown "
+                            "user gets the cold-start answer (scored from item features by "
+                            "a two-tower model, the most popular items otherwise)")
+    k: int = Field(10, ge=1, le=1000, description="how many items")
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | int) -> str | int:
+        if isinstance(v, str) and not (0 < len(v.strip()) <= 256):
+            raise ValueError("expected a non-empty id of at most 256 characters")
+        return v
 
 
 class ActRequest(BaseModel):
@@ -89,18 +100,6 @@ class ExplainRequest(BaseModel):
                                "(default: each row's predicted class)")
 
 
-ERRORS = {401: "missing or wrong token", 404: "no such model", 413: "body too large",
-          422: "input does not fit the schema", 429: "rate limit (see Retry-After)",
-          503: "queue full, loading or shutting down (see Retry-After)",
-          504: "no answer within the model's timeout"}
-RESPONSES: dict[int | str, dict[str, Any]] = {k: {"description": v} for k, v in ERRORS.items()}
-
-
-def _fail(status: int, detail: Any, retry: float | None = None) -> HTTPException:
-    headers = {"Retry-After": retry_after(retry)} if retry is not None else None
-    return HTTPException(status, detail, headers=headers)
-
-
 def create_app(sources: dict[str, Any], settings: ServeSettings | None = None) -> FastAPI:
     """The app serving ``sources`` (name → model directory or loaded Predictor)."""
     settings = settings or ServeSettings()
@@ -121,27 +120,12 @@ def create_app(sources: dict[str, Any], settings: ServeSettings | None = None) -
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])
+    app.add_middleware(PredictFastPath, state=state)  # innermost: inside the body limit
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(CloseWhenDraining, state=state)
     _probes(app, state)
     _models(app, state)
     return app
-
-
-def _guard(state: AppState) -> Any:
-    """The dependency of every /v1 route: token, then the caller's rate limit."""
-
-    async def check(request: Request) -> None:  # async: a sync one hops to a thread
-        header = request.headers.get("authorization")
-        if not state.authorized(header):
-            raise HTTPException(401, "missing or wrong token",
-                                headers={"WWW-Authenticate": "Bearer"})
-        if state.limiter is not None:
-            caller = header or (request.client.host if request.client else "?")
-            wait = state.limiter.take(caller)
-            if wait > 0:
-                raise _fail(429, "rate limit exceeded", wait)
-    return check
 
 
 def _probes(app: FastAPI, state: AppState) -> None:
@@ -153,11 +137,11 @@ def _probes(app: FastAPI, state: AppState) -> None:
     def ready() -> JSONResponse:
         ok = state.ready and not state.draining
         body = {"ready": ok, "draining": state.draining, "error": state.error,
-                "models": sorted([*state.models, *state.policies])}
+                "models": sorted([*state.models, *state.policies, *state.recommenders])}
         return JSONResponse(body, status_code=200 if ok else 503,
                             headers=None if ok else {"Retry-After": "1"})
 
-    @app.get("/metrics", dependencies=[Depends(_guard(state))],
+    @app.get("/metrics", dependencies=[Depends(caller_guard(state))],
              responses={401: RESPONSES[401], 429: RESPONSES[429]})
     def metrics() -> Response:
         for name, m in state.models.items():
@@ -168,69 +152,8 @@ def _probes(app: FastAPI, state: AppState) -> None:
         return Response(body, media_type=kind)
 
 
-def _served(state: AppState, name: str) -> ServedModel:
-    if not state.ready or state.draining:
-        raise _fail(503, "shutting down" if state.draining else "loading", 1)
-    model = state.models.get(name)
-    if model is None:
-        known = sorted([*state.models, *state.settings.routes])
-        raise _fail(404, f"no model {name!r}; served: {', '.join(known)}")
-    return model
-
-
-async def answer(state: AppState, name: str, rows: list[Any], key: str | None
-                 ) -> dict[str, Any]:
-    """Predict for a route or model name, map failures to their status, mirror the
-    shadow."""
-    target, shadow = state.route(name, key) if state.ready else (name, None)
-    model = _served(state, target)
-    t0 = time.perf_counter()
-    status = 200
-    try:
-        preds = await model.predict(rows)
-    except InvalidInput as e:
-        status = 422
-        raise HTTPException(422, e.detail()) from None
-    except QueueFull as e:
-        status = 503
-        raise _fail(503, "queue full", e.retry_after) from None
-    except RequestTimeout as e:
-        status = 504
-        raise _fail(504, str(e)) from None
-    except LayerwiseError as e:  # the model refused the data itself
-        status = 422
-        raise HTTPException(422, [{"loc": ["body", "rows"], "msg": str(e),
-                                   "type": "value_error"}]) from None
-    finally:
-        state.metrics.requests.labels(target, str(status)).inc()
-        state.metrics.latency.labels(target).observe(time.perf_counter() - t0)
-    if shadow is not None and shadow in state.models:
-        ms = (time.perf_counter() - t0) * 1000
-        task = asyncio.create_task(_mirror(state, state.models[shadow], rows, preds, ms))
-        state.background.add(task)
-        task.add_done_callback(state.background.discard)
-    return {"model": target, "version": model.version, "predictions": preds}
-
-
-async def _mirror(state: AppState, shadow: ServedModel, rows: list[Any],
-                  primary: list[dict[str, Any]], primary_ms: float) -> None:
-    """Ask the shadow too and log both answers side by side; never seen by the caller."""
-    t0 = time.perf_counter()
-    try:
-        theirs = await shadow.predict(rows)
-    except (QueueFull, RequestTimeout, InvalidInput, LayerwiseError) as e:
-        log.info("shadow %s skipped: %s", shadow.name, e)
-        return
-    ms = (time.perf_counter() - t0) * 1000
-    first = shadow.schema.outputs[0].name
-    for mine, other in zip(primary, theirs, strict=True):
-        state.shadow.write({"time": time.time(), "shadow": other.get(first, "abstain"),
-                            "primary": mine.get(first, "abstain"), "primary_ms": primary_ms,
-                            "shadow_ms": ms, "shadow_model": shadow.name})
-
-
 def _models(app: FastAPI, state: AppState) -> None:
-    guard = [Depends(_guard(state))]
+    guard = [Depends(caller_guard(state))]
     common: dict[int | str, dict[str, Any]] = {
         k: RESPONSES[k] for k in (401, 404, 413, 422, 429, 503, 504)}
 
@@ -239,6 +162,7 @@ def _models(app: FastAPI, state: AppState) -> None:
         listed = [m.describe() for m in state.models.values()]
         listed += [{"name": n, "kind": "policy", "inputs": p.obs_spec, "outputs":
                     p.action_spec} for n, p in state.policies.items()]
+        listed += [_recommender(n, r) for n, r in state.recommenders.items()]
         return {"models": listed, "routes": {k: v.model_dump() for k, v in
                                              state.settings.routes.items()}}
 
@@ -247,16 +171,17 @@ def _models(app: FastAPI, state: AppState) -> None:
     async def predict(name: str, body: PredictRequest) -> JSONResponse:
         # answered as built (it is what PredictResponse documents): re-validating every
         # prediction dict through the response model costs more than the forward pass
-        return JSONResponse(await answer(state, name, body.rows, body.key))
+        return JSONResponse(await answer(state, name, body.rows, body.key, body.request_id))
 
     @app.post("/v1/models/{name}/predict/files", dependencies=guard, responses=common,
               response_model=PredictResponse)
     async def predict_files(name: str, files: list[UploadFile] = File(...)
                             ) -> JSONResponse:
-        model = _served(state, state.route(name, None)[0])
-        images = model.schema.images
+        model = served(state, state.route(name, None)[0])
+        images = model.schema.images or model.schema.audio  # image or sound files
         if len(images) != 1 or len(model.schema.inputs) != 1:
-            raise HTTPException(422, "file upload needs a model whose only input is an image")
+            raise HTTPException(422, "file upload needs a model whose only input is an image "
+                                "or an audio clip")
         rows = [{images[0].name: base64.b64encode(await f.read()).decode()} for f in files]
         return JSONResponse(await answer(state, name, rows, None))
 
@@ -278,10 +203,27 @@ def _extras(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, A
                                        "type": "value_error"}]) from None
         return {"model": name, "actions": actions}
 
+    @app.post("/v1/models/{name}/recommend", dependencies=guard, responses=common)
+    async def recommend(name: str, body: RecommendRequest) -> dict[str, Any]:
+        """A recommender's top ``k`` items for ``user``, with scores (items the user met in
+        training left out); ``cold_start`` says whether the user was unknown."""
+        if not state.ready or state.draining:
+            raise _fail(503, "shutting down" if state.draining else "loading", 1)
+        model = state.recommenders.get(name)
+        if model is None:
+            raise _fail(404, f"no recommender {name!r}; recommenders: "
+                             f"{', '.join(sorted(state.recommenders)) or 'none'}")
+        try:
+            found = await asyncio.to_thread(model.recommend, body.user, body.k)
+        except LayerwiseError as e:
+            raise HTTPException(422, [{"loc": ["body", "user"], "msg": str(e)[:300],
+                                       "type": "value_error"}]) from None
+        return {"model": name, **found}
+
     @app.post("/v1/models/{name}/sample", dependencies=guard, responses=common)
     async def sample(name: str, body: SampleRequest) -> dict[str, Any]:
         """New samples of a generative model (vae, gan, diffusion) as base64 PNG files."""
-        model = _served(state, name)
+        model = served(state, name)
         try:
             images = await asyncio.to_thread(model.predictor.sample, body.n, label=body.label,
                                              seed=body.seed)
@@ -292,9 +234,25 @@ def _extras(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, A
 
     @app.get("/v1/shadow", dependencies=guard, responses={401: RESPONSES[401]})
     def shadow() -> dict[str, Any]:
-        if not state.shadow.path.is_file() or not state.shadow.path.stat().st_size:
-            return {"requests": 0}
-        return shadow_report(state.shadow.path)
+        """The shadow comparison: agreement, latencies, each side's labelled metric."""
+        return dict(_report(state)["shadow"])
+
+    @app.get("/v1/report", dependencies=guard, responses={401: RESPONSES[401]})
+    def report() -> dict[str, Any]:
+        """The A/B and shadow report: per model version rows, abstain rate, latency and
+        the metric on labelled rows; the shadow comparison (monitoring/compare.py)."""
+        return _report(state)
+
+
+def _report(state: AppState) -> dict[str, Any]:
+    """The comparison report of this server's logs, with the labels of its review queue
+    and of ``labels.jsonl`` in its state folder (where a labelling job may append)."""
+    from layerwise.monitoring.compare import report
+
+    state.flush()
+    d = Path(state.settings.state_dir)
+    found = report(d, [d / "labels.jsonl"] if (d / "labels.jsonl").is_file() else [])
+    return dict(json.loads(dumps_json(found)))
 
 
 def _answers(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, Any]
@@ -305,7 +263,7 @@ def _answers(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, 
         """A language model's continuation of ``prompt``: as server-sent events (``data:
         {"text": piece}`` per token, then ``event: done``) or, with ``stream: false``, one
         answer. The tokens are chosen in a worker thread as the client reads them."""
-        model = _served(state, name)
+        model = served(state, name)
         opts = body.model_dump(exclude={"prompt", "max_tokens", "stream"})
         try:  # a model that does not generate is refused before any event is sent
             pieces = model.predictor.generate_stream(body.prompt, body.max_tokens, **opts)
@@ -324,7 +282,7 @@ def _answers(app: FastAPI, state: AppState, guard: list[Any], common: dict[Any, 
         """Attributions of each row's prediction: what ``layerwise explain`` writes to
         explanation.json. They run on the model's own copy, one request at a time, off the
         event loop, so predictions never wait for them or see their hooks."""
-        model = _served(state, name)
+        model = served(state, name)
         try:
             rows = await asyncio.to_thread(validate_rows, model.schema, body.rows,
                                            model.settings.max_rows)
@@ -372,6 +330,16 @@ def _png(image: Any) -> str:
     buf = io.BytesIO()
     Image.fromarray(x).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def _recommender(name: str, model: Any) -> dict[str, Any]:
+    """How GET /v1/models describes a recommender."""
+    return {"name": name, "kind": "recommender", "family": model.config.model.family,
+            "inputs": [{"name": "user", "type": "id", "known_users": len(model.users)},
+                       {"name": "k", "type": "integer", "minimum": 1}],
+            "outputs": [{"name": "items", "type": "ranked list", "fields":
+                         ["item", "score", *(["title"] if model.titles else [])],
+                         "catalogue": len(model.items)}]}
 
 
 def _act(policy: Any, observations: list[Any]) -> list[Any]:

@@ -2,11 +2,20 @@
 
 Requests wait in a bounded queue (full: :class:`QueueFull`, which the app answers 503 with
 Retry-After at once, never by waiting). One worker takes the oldest request, then keeps
-taking while the batch has fewer than ``max_batch`` rows and ``max_wait`` has not passed;
-a request that would overflow the batch waits for the next one, so no forward pass ever
+taking while the batch has fewer than ``max_batch`` rows: waiting for more until
+``max_wait`` has passed, and after that taking only what is already queued (so with
+``max_wait`` 0 a batch is whatever queued up while the last one ran). A request that
+would overflow the batch waits for the next one, so no forward pass ever
 holds more than ``max_batch`` rows (a single request with more rows runs in chunks of
 ``max_batch``). Inference runs on one thread of its own, off the event loop. A request
 whose caller gave up (a timeout) is dropped before it runs.
+
+``prepare`` (optional) turns a request's raw rows into what ``run`` reads — checking and
+decoding them — on that same thread, one request at a time: a request that fails it gets
+its own error and the rest of the batch runs. Doing it there, not in a thread per request,
+costs one hand-over between threads per batch instead of one per request (each one waits
+for the GIL behind the event loop). With ``prepare`` a job's future holds ``(prepared rows,
+predictions)``.
 """
 
 from __future__ import annotations
@@ -41,9 +50,10 @@ class MicroBatcher:
     """A queue and one worker per model; ``run(rows, batch_size)`` predicts rows."""
 
     def __init__(self, run: Callable[[Rows, int], Rows], *, max_batch: int, max_wait: float,
-                 queue_size: int, on_batch: Callable[[int, float], None] | None = None
-                 ) -> None:
+                 queue_size: int, on_batch: Callable[[int, float], None] | None = None,
+                 prepare: Callable[[Any], Rows] | None = None) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait
+        self.prepare = prepare
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(queue_size)
         self.on_batch = on_batch
         self.busy = False
@@ -68,7 +78,7 @@ class MicroBatcher:
         per_batch = max(1.0, self.max_batch / max(1, rows))
         return self.depth / per_batch * self._batch_seconds
 
-    def submit(self, rows: Rows) -> asyncio.Future[Rows]:
+    def submit(self, rows: Rows) -> asyncio.Future[Any]:
         """Queue rows; the future holds their predictions in order."""
         fut: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
         try:
@@ -81,6 +91,10 @@ class MicroBatcher:
         if self._held is not None:
             job, self._held = self._held, None
             return job
+        if not self.queue.empty():  # no waiting (and no timer task) for what is there
+            return self.queue.get_nowait()
+        if timeout is not None and timeout <= 0:
+            return None
         if timeout is None:
             return await self.queue.get()
         try:
@@ -94,9 +108,13 @@ class MicroBatcher:
         rows = 0
         deadline = None
         while True:
-            wait = None if not jobs else deadline - time.monotonic()  # type: ignore[operator]
-            if jobs and (wait <= 0 or rows >= self.max_batch):  # type: ignore[operator]
+            if rows >= self.max_batch:
                 return jobs
+            wait = None if not jobs else deadline - time.monotonic()  # type: ignore[operator]
+            if wait is not None and wait <= 0:  # past max_wait: what is queued, no waiting
+                if self._held is None and self.queue.empty():
+                    return jobs
+                wait = 0.0
             job = await self._next(wait)
             if job is None:
                 return jobs
@@ -128,11 +146,29 @@ class MicroBatcher:
                     if isinstance(result, BaseException):
                         job.future.set_exception(result)
                     else:
-                        job.future.set_result(result)
+                        job.future.set_result((job.rows, result) if self.prepare else result)
             finally:
                 self.busy = False
 
     def _run_jobs(self, jobs: list[_Job]) -> list[Rows | BaseException]:
+        """Prepare each job's rows (a job that fails gets its error), then predict the
+        rest together."""
+        results: list[Rows | BaseException | None] = [None] * len(jobs)
+        ready = []
+        for i, job in enumerate(jobs):
+            if self.prepare is not None:
+                try:
+                    job.rows = self.prepare(job.rows)
+                except Exception as e:  # this request's bad input: its error alone
+                    results[i] = e
+                    continue
+            ready.append(i)
+        if ready:
+            for i, got in zip(ready, self._predict([jobs[i] for i in ready]), strict=True):
+                results[i] = got
+        return [r for r in results if r is not None]
+
+    def _predict(self, jobs: list[_Job]) -> list[Rows | BaseException]:
         """Predict every job's rows in one call; when that fails on bad data, each job
         alone, so one bad request cannot fail the others."""
         rows = [r for j in jobs for r in j.rows]
@@ -141,7 +177,7 @@ class MicroBatcher:
         except LayerwiseError as e:
             if len(jobs) == 1:
                 return [e]
-            return [r for j in jobs for r in self._run_jobs([j])]
+            return [r for j in jobs for r in self._predict([j])]
         except Exception as e:  # a model failure: answered 500 by the app, logged
             return [e] * len(jobs)
         results: list[Rows | BaseException] = []

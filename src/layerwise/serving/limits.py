@@ -60,6 +60,11 @@ class PredictionCache:
             TTLCache(size, ttl) if size > 0 else None)
         self._lock = threading.Lock()
 
+    @property
+    def enabled(self) -> bool:
+        """False when ``size`` is 0: no keys need computing at all."""
+        return self._cache is not None
+
     def get(self, key: str) -> dict[str, Any] | None:
         if self._cache is None:
             return None

@@ -1,12 +1,14 @@
 """The files a server writes: the review queue, the prediction log and shadow comparisons.
 
-- ``review.jsonl``: one line per abstained row — id, time, model, the row's inputs, the
-  prediction it would have been, why it abstained, and ``"label": null`` for a person to
-  fill in (:func:`label_review` does it by id); labelled lines are training data.
-- ``predictions.jsonl``: one line per answered row (input summary, output, confidence,
-  latency, model version), rotated by size (``predictions.jsonl.1`` …); ``layerwise
-  monitor`` reads it.
-- ``shadow.jsonl``: primary and shadow answers side by side (see :func:`shadow_report`).
+- ``review.jsonl``: one line per abstained row — id, request id and row, time, model, the
+  row's inputs (images as base64 PNG), the prediction it would have been, why it
+  abstained, and ``"label": null`` for a person to fill in (:func:`label_review` does it
+  by id); labelled lines are training data (``layerwise monitor … --retrain``).
+- ``predictions.jsonl``: one line per answered row (request id and row, input summary,
+  output, confidence, latency, model version), rotated by size (``predictions.jsonl.1``
+  …); ``layerwise monitor`` reads it.
+- ``shadow.jsonl``: primary and shadow answers side by side (see
+  :func:`layerwise.monitoring.compare.report`).
 
 Every line is written whole under a lock, so a reader never sees half a record.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from logging.handlers import RotatingFileHandler
@@ -25,6 +28,9 @@ import numpy as np
 
 from layerwise.errors import DataError
 from layerwise.files import dumps_json, write_text
+from layerwise.monitoring.labels import encode_png, read_lines
+
+__all__ = ["JsonLines", "label_review", "read_lines", "review_record", "summary"]
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -43,9 +49,15 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
 
 class JsonLines:
     """Append-only JSON lines, one per record, written whole under a lock; rotated past
-    ``max_bytes`` when ``backups`` > 0."""
+    ``max_bytes`` when ``backups`` > 0.
 
-    def __init__(self, path: Path, max_bytes: int = 0, backups: int = 0) -> None:
+    With ``buffer`` > 0 records are held in memory and written together once ``buffer``
+    of them wait or ``flush_s`` has passed (the server also calls :meth:`flush` every
+    ``flush_s``): one write of many lines instead of a write and a flush per answered row
+    on the request path. A crash loses at most that much of the log."""
+
+    def __init__(self, path: Path, max_bytes: int = 0, backups: int = 0, buffer: int = 0,
+                 flush_s: float = 0.5) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._log = logging.getLogger(f"layerwise.serving.{uuid.uuid4().hex}")
@@ -56,41 +68,57 @@ class JsonLines:
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._log.addHandler(handler)
         self._handler = handler
+        self.buffer, self.flush_s = buffer, flush_s
+        self._held: list[str] = []
+        self._since = time.monotonic()
+        self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
-        self._log.info(json.dumps(record, separators=(",", ":"), default=str,
-                                  allow_nan=False))
+        line = json.dumps(record, separators=(",", ":"), default=str, allow_nan=False)
+        if not self.buffer:
+            self._log.info(line)
+            return
+        with self._lock:
+            self._held.append(line)
+            if len(self._held) < self.buffer and time.monotonic() - self._since < self.flush_s:
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the records held in memory."""
+        with self._lock:
+            lines, self._held = self._held, []
+            self._since = time.monotonic()
+            if lines:  # under the lock: a later batch never overtakes this one
+                self._log.info("\n".join(lines))
 
     def close(self) -> None:
+        self.flush()
         self._log.removeHandler(self._handler)
         self._handler.close()
 
 
-def review_record(model: str, version: str, row: dict[str, Any], prediction: dict[str, Any],
-                  reason: str) -> dict[str, Any]:
-    return {"id": uuid.uuid4().hex, "time": time.time(), "model": model, "version": version,
-            "inputs": summary(row), "prediction": prediction, "reason": reason,
-            "label": None}
-
-
-def read_lines(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file (its rotated parts first, oldest first)."""
-    p = Path(path)
-    parts = sorted(p.parent.glob(p.name + ".*"), key=lambda q: -int(q.suffix[1:])
-                   if q.suffix[1:].isdigit() else 0)
-    out = []
-    for part in [*[q for q in parts if q.suffix[1:].isdigit()], p]:
-        if not part.is_file():
-            continue
-        for n, line in enumerate(part.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    raise DataError(f"{part}, line {n}: not valid JSON") from None
-    if not out and not p.is_file():
-        raise DataError(f"log not found: {p}")
+def review_inputs(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's inputs as the review queue keeps them: whole, images as base64 PNG — a
+    person labels what they can see, and the labelled items are training rows."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if isinstance(v, np.ndarray):
+            out[k] = encode_png(v)
+        elif isinstance(v, float) and v != v:
+            out[k] = None
+        else:
+            out[k] = v
     return out
+
+
+def review_record(model: str, version: str, row: dict[str, Any], prediction: dict[str, Any],
+                  reason: str, request_id: str | None = None, index: int = 0
+                  ) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "request_id": request_id, "row": index,
+            "time": time.time(), "model": model, "version": version,
+            "inputs": review_inputs(row), "prediction": prediction, "reason": reason,
+            "label": None}
 
 
 def label_review(path: str | Path, item_id: str, label: Any) -> None:
@@ -102,16 +130,3 @@ def label_review(path: str | Path, item_id: str, label: Any) -> None:
         raise DataError(f"{p}: no review item with id {item_id!r}")
     hits[0]["label"] = label
     write_text(p, "".join(dumps_json(it) + "\n" for it in items))
-
-
-def shadow_report(path: str | Path) -> dict[str, Any]:
-    """Agreement of primary and shadow answers, and their latencies (medians, ms)."""
-    items = read_lines(path)
-    if not items:
-        return {"requests": 0}
-    agree = [it["primary"] == it["shadow"] for it in items]
-    lat = {side: [it[f"{side}_ms"] for it in items if it.get(f"{side}_ms") is not None]
-           for side in ("primary", "shadow")}
-    return {"requests": len(items), "agreement": float(np.mean(agree)),
-            **{f"{side}_median_ms": float(np.median(v)) if v else None
-               for side, v in lat.items()}}

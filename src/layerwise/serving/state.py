@@ -30,6 +30,7 @@ class AppState:
         self.metrics = Metrics()
         self.models: dict[str, ServedModel] = {}
         self.policies: dict[str, Any] = {}
+        self.recommenders: dict[str, Any] = {}
         self.ready = False
         self.draining = False
         self.received = self.answered = 0  # /v1 requests (see app.CloseWhenDraining)
@@ -39,9 +40,21 @@ class AppState:
         state = Path(settings.state_dir)
         self.review = JsonLines(state / "review.jsonl")
         self.log = JsonLines(state / "predictions.jsonl", settings.log_max_bytes,
-                             settings.log_backups)
-        self.shadow = JsonLines(state / "shadow.jsonl")
+                             settings.log_backups, buffer=256)
+        self.shadow = JsonLines(state / "shadow.jsonl", buffer=256)
         self.background: set[asyncio.Task[Any]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._counted: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    async def _flush_logs(self) -> None:
+        """Write the buffered log records every ``flush_s`` (see records.JsonLines)."""
+        while True:
+            await asyncio.sleep(self.log.flush_s)
+            self.flush()
+
+    def flush(self) -> None:
+        for f in (self.log, self.shadow):
+            f.flush()
 
     # -- loading --------------------------------------------------------------------------
     def _load_one(self, name: str, source: Any) -> None:
@@ -54,6 +67,13 @@ class AppState:
             from layerwise.rl.policy import Policy
 
             self.policies[name] = Policy.load(source)
+            return
+        elif read_header(source).get("kind") == "recommender":
+            from layerwise.recommend.recommender import Recommender
+
+            found = Recommender.load(source)
+            found.recommend(found.users[0] if found.users else "warm-up", 1)  # warm
+            self.recommenders[name] = found
             return
         else:
             predictor = Predictor.load(source, backend=self.settings.model(name).backend)
@@ -69,6 +89,7 @@ class AppState:
                 await asyncio.to_thread(self._load_one, name, source)
             for m in self.models.values():
                 m.batcher.start()
+            self._flusher = asyncio.create_task(self._flush_logs())
             self.ready = True
             log.info("ready: %s", ", ".join(self.sources))
         except (ArtifactError, OSError, ValueError, RuntimeError) as e:  # /ready says why
@@ -85,10 +106,22 @@ class AppState:
             await asyncio.wait(self.background, timeout=max(0.1, end - time.monotonic()))
         for m in self.models.values():
             await m.batcher.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
         for f in (self.review, self.log, self.shadow):
             f.close()
 
     # -- requests -------------------------------------------------------------------------
+    def count(self, model: str, status: int, seconds: float) -> None:
+        """One answered request in /metrics (the metric children looked up once each)."""
+        key = (model, status)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = (self.metrics.requests.labels(model, str(status)),
+                                          self.metrics.latency.labels(model))
+        child[0].inc()
+        child[1].observe(seconds)
+
     def authorized(self, header: str | None) -> bool:
         token = self.settings.token
         if not token:

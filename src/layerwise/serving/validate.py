@@ -2,8 +2,9 @@
 
 Every row must carry each input in the form its encoder reads — a number for a numeric
 input, a string (or number) for a category, a string for text, an image as base64 (PNG,
-JPEG, …) or as nested lists of pixel values — so a bad row is answered 422 naming the
-field (``rows[3].alcohol``), never a 500 from deep inside the model.
+JPEG, …) or as nested lists of pixel values, a sound clip as base64 (WAV, FLAC, OGG) — so
+a bad row is answered 422 naming the field (``rows[3].alcohol``), never a 500 from deep
+inside the model.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 MAX_IMAGE_PIXELS = 4096 * 4096  # a decoded image larger than this is refused
+MAX_AUDIO_SECONDS = 60  # a decoded sound longer than this is refused
 
 
 class InvalidInput(ValueError):
@@ -46,6 +48,9 @@ def input_schema(schema: Any) -> list[dict[str, Any]]:
             item.update(size=list(enc.size or ()), channels=enc.channels,
                         encoding="base64 image file (PNG, JPEG, ...) or nested lists "
                                  "[H][W] / [H][W][C] of pixels")
+        elif enc.kind == "audio":
+            item.update(sample_rate=enc.cfg.sample_rate, seconds=enc.cfg.length,
+                        encoding="base64 sound file (WAV, FLAC, OGG)")
         out.append(item)
     return out
 
@@ -59,18 +64,33 @@ def output_schema(schema: Any) -> list[dict[str, Any]]:
             item["classes"] = [str(v) for v in enc.vocab]
         elif enc.kind == "binary":
             item["classes"] = [str(v) for v in enc.labels()]
+        elif enc.kind == "tags":
+            item.update(input=enc.cfg.input, tags=[str(v) for v in enc.vocab])
+        elif enc.kind == "ctc":
+            item.update(input=enc.cfg.input, alphabet="".join(enc.alphabet))
         out.append(item)
     return out
+
+
+def check_count(rows: Any, max_rows: int) -> None:
+    """A non-empty list of at most ``max_rows`` rows, or :class:`InvalidInput`."""
+    if not isinstance(rows, list) or not rows:
+        raise InvalidInput(["rows"], "expected a non-empty list of objects")
+    if len(rows) > max_rows:
+        raise InvalidInput(["rows"], f"at most {max_rows} rows per request; got {len(rows)}")
 
 
 def validate_rows(schema: Any, rows: Any, max_rows: int) -> list[dict[str, Any]]:
     """The rows as the Predictor reads them (images decoded to arrays), or
     :class:`InvalidInput` naming the first bad field."""
-    if not isinstance(rows, list) or not rows:
-        raise InvalidInput(["rows"], "expected a non-empty list of objects")
-    if len(rows) > max_rows:
-        raise InvalidInput(["rows"], f"at most {max_rows} rows per request; got {len(rows)}")
+    check_count(rows, max_rows)
     return [_row(schema, row, i) for i, row in enumerate(rows)]
+
+
+def validate_indexed(schema: Any, rows: list[tuple[int, Any]]) -> list[dict[str, Any]]:
+    """Like :func:`validate_rows` for some rows of a request: ``(index in the request,
+    row)`` pairs, so an error names the row the caller sent."""
+    return [_row(schema, row, i) for i, row in rows]
 
 
 def _row(schema: Any, row: Any, i: int) -> dict[str, Any]:
@@ -104,6 +124,8 @@ def _value(enc: Any, v: Any, loc: list[str | int]) -> Any:
         return v
     if kind == "image":
         return _image(enc, v, loc)
+    if kind == "audio":
+        return _audio(enc, v, loc)
     raise InvalidInput(loc, f"inputs of type {kind!r} cannot be sent over HTTP yet")
 
 
@@ -131,6 +153,28 @@ def _image(enc: Any, v: Any, loc: list[str | int]) -> np.ndarray:
         return _channels(arr, enc.channels)
     raise InvalidInput(loc, f"expected a base64 string or nested lists; got "
                             f"{type(v).__name__}")
+
+
+def _audio(enc: Any, v: Any, loc: list[str | int]) -> np.ndarray:
+    """A sound file sent as base64 → mono samples at the model's rate (at most
+    ``MAX_AUDIO_SECONDS``)."""
+    from layerwise.data.audio import read_audio, resample
+    from layerwise.errors import DataError
+
+    if not isinstance(v, str):
+        raise InvalidInput(loc, f"expected base64 of a sound file; got {type(v).__name__}")
+    try:
+        raw = base64.b64decode(v, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(loc, "expected base64 of a sound file") from None
+    try:
+        x, rate = read_audio(io.BytesIO(raw))
+    except DataError:
+        raise InvalidInput(loc, "unreadable sound file (WAV, FLAC or OGG expected)") from None
+    if len(x) > MAX_AUDIO_SECONDS * rate:
+        raise InvalidInput(loc, f"sound of {len(x) / rate:.0f} s is too long (at most "
+                                f"{MAX_AUDIO_SECONDS} s)")
+    return resample(x, rate, enc.cfg.sample_rate)
 
 
 def _channels(arr: np.ndarray, channels: int | None) -> np.ndarray:

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+DEFAULT_USE = ("Trained for the task above on the data named above; it has not been checked "
+               "on data from other sources. Predictions for inputs unlike the training data "
+               "(see reference.json for its statistics) are unreliable.")
+
+
+def card_fields(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    """The config's ``card:`` section as (title, text), in the card's order; an old or
+    missing section gives none. Intended use falls back to :data:`DEFAULT_USE`."""
+    from layerwise.config.base import CardConfig
+
+    raw = cfg.get("card") if isinstance(cfg.get("card"), dict) else {}
+    fields = CardConfig.model_validate(raw).fields()
+    if not any(t == "Intended use" for t, _ in fields):
+        fields.append(("Intended use", DEFAULT_USE))
+    return fields
+
 
 def model_card(meta: dict[str, Any], metrics: dict[str, Any], info: dict[str, Any]) -> str:
     cfg = meta["config"]
@@ -41,9 +57,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any], info: dict[str, An
         for lab, r in test["per_class"].items():
             lines.append(f"| {lab} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} "
                          f"| {r['support']} |")
-    lines += ["", "## Intended use and limitations", "",
-              "Trained for the task above on the data named above; it has not been checked on "
-              "data from other sources. Predictions for inputs unlike the training data "
-              "(see reference.json for its statistics) are unreliable. Calibration has not "
-              "been measured.", ""]
+    lines += ["", "## Intended use and limitations", ""]
+    lines += [f"- {title}: {text}" for title, text in card_fields(cfg)]
+    lines += ["- Calibration has not been measured (`layerwise calibrate` measures it).", ""]
     return "\n".join(lines)

@@ -14,11 +14,9 @@ from html import escape
 from typing import Any
 
 from layerwise.tracking import views
+from layerwise.tracking.card import card_fields
 
 Section = tuple[str, list[str], list[tuple[list[str], list[list[str]]]]]  # title, lines, tables
-USE = ("Trained for the task above on the data named above; it has not been checked on data "
-       "from other sources. Predictions for inputs unlike the training data are "
-       "unreliable.")
 INTERVALS = ("ece", "brier", "calibrat", "coverage", "ci_low", "ci_high", "temperature")
 
 
@@ -96,11 +94,7 @@ def _lineage(r: dict[str, Any], versions: list[dict[str, Any]]) -> Section:
 
 
 def sections(r: dict[str, Any], versions: list[dict[str, Any]]) -> list[Section]:
-    cfg = r.get("config") or {}
-    card = cfg.get("card") if isinstance(cfg.get("card"), dict) else {}
-    use = [card.get("intended_use") or USE]
-    if card.get("limitations"):
-        use.append(str(card["limitations"]))
+    use = [f"{title}: {text}" for title, text in card_fields(r.get("config") or {})]
     return [_model(r), _data(r), _hyper(r), _evaluation(r), _lineage(r, versions),
             ("Intended use and limitations", use, [])]
 

@@ -32,7 +32,7 @@ code{background:#f6f6f6;padding:0 3px}"""
 
 def page(title: str, body: str) -> str:
     nav = ('<nav><a href="/">Runs</a><a href="/registry">Registry</a>'
-           '<a href="/studies">Studies</a></nav>')
+           '<a href="/studies">Studies</a><a href="/drift">Drift</a></nav>')
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}"
             f" · layerwise</title><style>{CSS}</style></head><body>{nav}"
             f"<h1>{escape(title)}</h1>{body}</body></html>")
@@ -271,6 +271,41 @@ def _importance(store: Store, study: str) -> str:
     rows = [[escape(k), f'<span style="display:inline-block;background:#4a7;height:0.8em;'
                         f'width:{200 * v:.0f}px"></span> {v:.2f}'] for k, v in found.items()]
     return "<h3>Parameter importance</h3>" + html_table(["parameter", "share"], rows)
+
+
+def drift_page(store: Store) -> str:
+    """Every drift check (``layerwise monitor``) in the store, newest first: model, rows,
+    verdict and the drifted features, each linked to its report."""
+    rows = []
+    for r in store.runs(kind="monitor"):
+        rep = (r["metrics"] or {}).get("drift") or {}
+        verdict = (f'<span class="bad">drift: {escape(", ".join(rep.get("drifted") or []))}'
+                   "</span>" if rep.get("drift") else '<span class="ok">no drift</span>')
+        rows.append([f'<a href="/drift/{r["id"]}">{when(r["started_at"])}</a>',
+                     escape(r["name"]), escape(str((r["tags"] or {}).get("data", "—"))),
+                     views.fmt(rep.get("rows")), verdict])
+    return page("Drift checks", html_table(["checked", "model", "live data", "rows",
+                                             "verdict"], rows) if rows else
+                "<p>No drift checks yet: <code>layerwise monitor MODEL LIVE_DATA</code> "
+                "records one.</p>")
+
+
+def drift_report_page(store: Store, run_id: str) -> str:
+    """One drift check: each feature's test, statistics and whether it drifted."""
+    r = store.run(run_id)
+    rep = (r["metrics"] or {}).get("drift") or {}
+    cols = ["type", "test", "live_count", "psi", "p_value", "p_adjusted"]
+    rows = [[escape(name), *(escape(views.fmt(f.get(c))) for c in cols),
+             '<span class="bad">drifted</span>' if f.get("drift") else "—"]
+            for name, f in (rep.get("features") or {}).items()]
+    tags = r["tags"] or {}
+    head = html_table(["field", "value"], [[k, escape(views.fmt(v))] for k, v in [
+        ("model", tags.get("model")), ("live data", tags.get("data")),
+        ("rows", rep.get("rows")), ("alpha", rep.get("alpha")),
+        ("drifted", ", ".join(rep.get("drifted") or []) or "none"),
+        ("report", tags.get("report"))]])
+    return page(f"Drift check of {r['name']}", head + "<h2>Features</h2>"
+                + html_table(["feature", *cols, "drift"], rows))
 
 
 def _last(store: Store, run_id: str, key: str | None) -> float | None:

@@ -30,6 +30,8 @@ MIGRATION_LOCK = 1_500_715  # the PostgreSQL advisory lock key held while migrat
 VERSION_TABLE = "layerwise_schema_version"  # alembic's; not "alembic_version", which
 # the tuning library's own tables use in the same database
 DEFAULT_PATH = Path("runs") / "layerwise.db"
+LEGACY_VERSION_TABLE = "alembic_version"  # the version table's name before VERSION_TABLE
+RECORD_KINDS = ("evaluate", "monitor")  # records of work on a model, not runs that made one
 T = TypeVar("T")
 
 
@@ -133,7 +135,26 @@ def migrate(engine: Any) -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         cfg.attributes["version_table"] = VERSION_TABLE
+        legacy = _legacy_revision(conn)
+        if legacy is not None:  # record where it stands under today's name, then go on
+            command.stamp(cfg, legacy)
         command.upgrade(cfg, "head")
+
+
+def _legacy_revision(conn: Any) -> str | None:
+    """The revision of a store made before its version table had its own name: our
+    tables, no :data:`VERSION_TABLE`, and one of our revisions (``0001``…) in the
+    default ``alembic_version`` table. Upgrading it as if it were empty would try to
+    create tables that exist."""
+    import re
+
+    sa = _sqlalchemy()
+    inspect = sa.inspect(conn)
+    if inspect.has_table(VERSION_TABLE) or not inspect.has_table("runs") or \
+            not inspect.has_table(LEGACY_VERSION_TABLE):
+        return None
+    rev = conn.exec_driver_sql(f"SELECT version_num FROM {LEGACY_VERSION_TABLE}").scalar()
+    return str(rev) if rev is not None and re.fullmatch(r"\d{4}", str(rev)) else None
 
 
 def _finite(value: Any) -> float | None:
@@ -252,7 +273,8 @@ class Store:
 
     def run(self, ref: str) -> dict[str, Any]:
         """One run by id, a unique id prefix (4+ characters), or name (the newest run of
-        that name, a training run before an evaluation's record); a ConfigError naming
+        that name, a training run before an evaluation's or a drift check's record); a
+        ConfigError naming
         ``ref`` when none or several match."""
         sa = _sqlalchemy()
         r = self.t.runs
@@ -265,7 +287,9 @@ class Store:
                 by_prefix = c.execute(r.select().where(r.c.id.like(f"{ref}%"))).fetchall()
                 if by_prefix:
                     return by_prefix
-            trained_first = sa.case((r.c.kind == "evaluate", 1), else_=0)
+            # records of work on a model (evaluate, monitor) come after the runs that
+            # made one
+            trained_first = sa.case((r.c.kind.in_(RECORD_KINDS), 1), else_=0)
             return c.execute(r.select().where(r.c.name == ref)
                              .order_by(trained_first, r.c.started_at.desc()).limit(1)
                              ).fetchall()

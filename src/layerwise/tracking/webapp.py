@@ -22,6 +22,8 @@ from layerwise.errors import ConfigError
 from layerwise.tracking.dashboard import (
     authorised,
     compare_page,
+    drift_page,
+    drift_report_page,
     page,
     registry_page,
     run_page,
@@ -71,5 +73,13 @@ def make_app(store: Store, token: "str | None" = None) -> Any:
     @app.get("/studies", response_class=HTMLResponse)
     def studies() -> str:
         return studies_page(store)
+
+    @app.get("/drift", response_class=HTMLResponse)
+    def drift() -> str:
+        return drift_page(store)
+
+    @app.get("/drift/{run_id}", response_class=HTMLResponse)
+    def drift_report(run_id: str) -> str:
+        return drift_report_page(store, run_id)
 
     return app

@@ -134,7 +134,9 @@ class EarlyStopping(Callback):
         m = self.cfg.monitor
         if self.cfg.mode != "auto":
             return str(self.cfg.mode)
-        return "min" if "loss" in m or m.endswith(("mae", "rmse")) else "max"
+        # losses and errors fall; a character error rate (ctc outputs) and nats are errors
+        return "min" if "loss" in m or "nats_per" in m or m.endswith(
+            ("mae", "rmse", "error", "cer")) else "max"
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
         from layerwise.errors import ConfigError
@@ -294,6 +296,23 @@ class Checkpointing(Callback):
         every = trainer.config.checkpoint_every
         if trainer.interrupt_requested or (every and step % every == 0):
             trainer.save_checkpoint()
+
+
+class ModelHooks(Callback):
+    """Lets a model take part in its own training: ``model.train_epoch_start(epoch)`` at
+    each epoch start (resumes included, so what it changes is a function of the epoch:
+    gradual unfreezing) and ``model.train_end()`` after an uninterrupted fit (merging LoRA
+    adapters). Last in the list: the final checkpoint holds the model as trained."""
+
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        hook = getattr(trainer.model, "train_epoch_start", None)
+        if hook is not None:
+            hook(epoch)
+
+    def on_fit_end(self, trainer: Any, result: Any) -> None:
+        hook = getattr(trainer.model, "train_end", None)
+        if hook is not None and not result.interrupted:
+            hook()
 
 
 class SigtermFlag:

@@ -240,7 +240,7 @@ def machine() -> dict[str, Any]:
     """A short description of the machine, for run records and benchmarks."""
     flags = cpu_flags()
     return {"platform": platform.platform(), "cpu_model": cpu_model(), "kind": cpu_kind(flags),
-            "cpus": os.cpu_count(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "torch": str(torch.__version__),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "amx": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

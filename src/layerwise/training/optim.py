@@ -22,21 +22,20 @@ def _fused_supported(params: list[torch.nn.Parameter]) -> bool:
                                 for p in params)
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig
-                    ) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable[Any], cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW; weight decay skips biases and norms.
 
+    ``params`` are parameters, or groups ``{"params": [...], "lr": ...}`` of a model that
+    trains its parts at different rates (the first group's rate is the schedule's base).
     The fused implementations are used where available: measured here, fused AdamW steps
     a 235k-parameter MLP in 1.0 ms against 2.5 ms for the for-each version.
     """
-    params = list(params)
-    if cfg.weight_decay:
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    else:  # one group: a second one would cost a second pass of the update kernels
-        groups = [{"params": params, "weight_decay": 0.0}]
+    given = list(params)
+    if given and isinstance(given[0], dict):
+        groups = [g for grp in given for g in _decay_split(grp["params"], cfg, grp)]
+    else:
+        groups = _decay_split(given, cfg, {})
+    params = [p for g in groups for p in g["params"]]
     fast: dict[str, Any] = {"fused": True} if _fused_supported(params) else {"foreach": True}
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
@@ -46,6 +45,18 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fast)
     raise UnknownNameError(f"unknown optimizer {cfg.name!r}; valid: adam, adamw, sgd")
+
+
+def _decay_split(params: list[torch.nn.Parameter], cfg: OptimizerConfig,
+                 extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """One group, or two when weight decay applies (matrices decay; biases, norms do not)."""
+    extra = {k: v for k, v in extra.items() if k != "params"}
+    if not cfg.weight_decay:  # one group: a second one would cost a second pass of the update
+        return [{**extra, "params": params, "weight_decay": 0.0}]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return [g for g in ({**extra, "params": decay, "weight_decay": cfg.weight_decay},
+                        {**extra, "params": no_decay, "weight_decay": 0.0}) if g["params"]]
 
 
 def lr_multiplier(cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int, base_lr: float

@@ -47,7 +47,7 @@ def signature(model: nn.Module, batch: Any, threads: int) -> str:
     shapes: list[Any] = [type(model).__name__, threads]
     shapes += [(n, tuple(p.shape), str(p.dtype)) for n, p in model.named_parameters()]
     shapes.append(_shapes(batch))
-    key = json.dumps({"cpu": cpu_model(), "kind": cpu_kind(), "torch": torch.__version__,
+    key = json.dumps({"cpu": cpu_model(), "kind": cpu_kind(), "torch": str(torch.__version__),
                       "model": shapes}, sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
@@ -111,7 +111,7 @@ def choose_precision(model: nn.Module, step: Callable[[nn.Module], torch.Tensor]
         record = {**known[key], "cached": True}
     else:
         record = {**time_precisions(model, step, device), "cached": False,
-                  "threads": threads, "cpu": cpu_model(), "torch": torch.__version__}
+                  "threads": threads, "cpu": cpu_model(), "torch": str(torch.__version__)}
         known[key] = {k: v for k, v in record.items() if k != "cached"}
         _write(path, known)
     speedup = record["speedup"]

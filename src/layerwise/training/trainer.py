@@ -42,6 +42,7 @@ from layerwise.data.batching import (
     cat,
     nbytes,
 )
+from layerwise.data.shards import ShardedData, StreamBatches
 from layerwise.errors import CheckpointError, ConfigError
 from layerwise.training import checkpoint as ckpt
 from layerwise.training import distributed
@@ -53,6 +54,7 @@ from layerwise.training.callbacks import (
     EarlyStopping,
     GradTelemetry,
     LogLines,
+    ModelHooks,
     ProgressBar,
     SigtermFlag,
 )
@@ -163,6 +165,7 @@ class Trainer:
         self.scaler: torch.amp.GradScaler | None = None
         self.forward_module: nn.Module | None = None   # the model, compiled or parallel
         self.world: distributed.World | None = None    # set by fit under torchrun
+        self._stream: dict[str, Any] | None = None     # streamed training data's identity
 
     # -- the parts a subclass may override ------------------------------------------------
     def compute_loss(self, model: nn.Module, outputs: Any, targets: Any) -> torch.Tensor:
@@ -205,6 +208,7 @@ class Trainer:
         if channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         batches = self._batches(train_data, choices, shuffle=True, device=device)
+        self._stream = train_data.identity if isinstance(train_data, ShardedData) else None
         val_batches = self._batches(as_data(validation), choices, shuffle=False,
                                     device=device, batch_size=cfg.batch_size * 4) \
             if validation is not None else None
@@ -284,6 +288,10 @@ class Trainer:
         size = nbytes(train_data.inputs) + nbytes(train_data.targets) \
             if isinstance(train_data, TensorData) else 0
         self.choices = choose(cfg, model, size)
+        if isinstance(train_data, ShardedData):  # the data stage chose to stream it
+            self.choices.batching = "stream"
+            self.choices.reasons["batching"] = (f"data ({train_data.nbytes / 2**20:.0f} MiB) "
+                                                "streams from shards on disk")
         return self.choices
 
     def _build_strategy(self, model: nn.Module, n_batches: int) -> PlainStep | PhasedStep:
@@ -302,7 +310,9 @@ class Trainer:
             raise ConfigError("train.optimizers is for models trained in phases (gan); "
                               "use train.optimizer")
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(params, cfg.optimizer)
+        # a model may train its parts at different rates (models/pretrained.py)
+        groups = getattr(model, "param_groups", lambda lr: None)(cfg.optimizer.lr)
+        self.optimizer = build_optimizer(groups or params, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, total,
                                          self.steps_per_epoch)
         self.strategy = PlainStep(self, model, self.optimizer, self.scheduler, n_batches) \
@@ -315,13 +325,16 @@ class Trainer:
         progress, then checkpointing last (a callback that raises stops the save)."""
         first = [self.early_stopping] if self.early_stopping else []
         return [*first, self.activations, *self.callbacks, *self._progress_callbacks(),
-                Checkpointing()]
+                Checkpointing(), ModelHooks()]
 
     def _batches(self, data: Any, choices: Choices, *, shuffle: bool, device: torch.device,
                  batch_size: int | None = None) -> InMemoryBatches:
         if isinstance(data, InMemoryBatches):
             return data
         bs, seed = batch_size or self.config.batch_size, self.config.seed
+        if isinstance(data, ShardedData):  # larger than memory: shard by shard
+            return StreamBatches(data, bs, shuffle=shuffle, seed=seed,
+                                 pin_memory=device.type == "cuda")
         if isinstance(data, TensorData) and choices.batching == "memory":
             data = TensorData(to_device(data.inputs, device, False),
                               to_device(data.targets, device, False))
@@ -463,6 +476,7 @@ class Trainer:
             "config": self.config.model_dump(mode="json"),
             "choices": self._c.as_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "stream": self._stream,  # which shards the batch position counts in
         }
         ckpt.save(self.checkpoint_dir / ckpt.CHECKPOINT, state)
 
@@ -484,6 +498,10 @@ class Trainer:
         if changed:
             raise CheckpointError(f"cannot resume: train settings changed since the checkpoint "
                                   f"({', '.join(changed)})")
+        if state.get("stream") != self._stream and (state.get("stream") or self._stream):
+            raise CheckpointError("cannot resume: the streamed training data changed since "
+                                  f"the checkpoint ({state.get('stream')} → {self._stream}); "
+                                  "its batch position would count other rows")
         model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

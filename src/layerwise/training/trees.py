@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from layerwise.data.batching import InMemoryBatches, TensorData, Tree
+from layerwise.data.shards import ShardedData
 from layerwise.errors import ConfigError
 
 
@@ -39,9 +40,10 @@ def batch_len(targets: Tree, inputs: Tree) -> int:
     return 0
 
 
-def as_data(data: Any) -> TensorData | InMemoryBatches | torch.utils.data.Dataset:  # type: ignore[type-arg]
-    """Accept TensorData, (inputs, targets) tuples, batches, or a torch Dataset."""
-    if isinstance(data, TensorData | InMemoryBatches | torch.utils.data.Dataset):
+def as_data(data: Any) -> TensorData | InMemoryBatches | ShardedData | torch.utils.data.Dataset:  # type: ignore[type-arg]
+    """Accept TensorData, (inputs, targets) tuples, batches, streamed shards
+    (:class:`~layerwise.data.shards.ShardedData`) or a torch Dataset."""
+    if isinstance(data, TensorData | InMemoryBatches | ShardedData | torch.utils.data.Dataset):
         return data
     if isinstance(data, tuple | list) and len(data) == 2:
         return TensorData(data[0], data[1])
