@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from layerwise.data.encoder import Encoder, is_missing, no_bad_rows
+from layerwise.data.encoder import Encoder, is_missing, no_bad_rows, resolve_path
 from layerwise.data.table import Table
 from layerwise.errors import DataError, MissingDependencyError
 
@@ -123,7 +123,7 @@ class AudioEncoder(Encoder):
         if isinstance(clip, np.ndarray):
             x = clip.astype(np.float32).reshape(len(clip), -1).mean(axis=1)
         else:
-            x, rate = read_audio(_resolve(str(clip), origin))
+            x, rate = read_audio(resolve_path(str(clip), origin))
             x = resample(x, rate, cfg.sample_rate)
         seconds = cfg.length or cfg.max_length
         n = int(round(seconds * cfg.sample_rate))
@@ -192,16 +192,6 @@ class AudioEncoder(Encoder):
         frames = [int(v.shape[1]) for v in values]
         return {"count": int(len(values)),
                 "mean_frames": float(np.mean(frames)) if frames else None}
-
-
-def _resolve(path: str, origin: str) -> str:
-    """A relative audio path in a data file is relative to that file's folder."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return path
-    base = Path(origin)
-    candidate = (base if base.is_dir() else base.parent) / p
-    return str(candidate) if base.exists() and candidate.exists() else path
 
 
 def clip_seconds(paths: list[str]) -> float:

@@ -84,3 +84,16 @@ class Encoder:
     def reference(self, values: np.ndarray) -> dict[str, Any]:
         """Training-data statistics for drift monitoring."""
         return {}
+
+
+def resolve_path(path: str, origin: str) -> str:
+    """A relative file path in a data file (an image, a sound) is relative to that file's
+    folder; an absolute or existing path, or one found nowhere, is returned as given."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return path
+    base = Path(origin)
+    candidate = (base if base.is_dir() else base.parent) / p
+    return str(candidate) if base.exists() and candidate.exists() else path

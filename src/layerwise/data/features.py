@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from layerwise.data.audio import AudioEncoder
-from layerwise.data.encoder import Encoder, is_missing, no_bad_rows, plain
+from layerwise.data.encoder import Encoder, is_missing, no_bad_rows, plain, resolve_path
 from layerwise.data.rows import SeriesRowEncoder
 from layerwise.data.seq2seq import SequenceEncoder
 from layerwise.data.series import ForecastEncoder, SeriesEncoder
@@ -352,7 +352,7 @@ class ImageEncoder(Encoder):
             if isinstance(v, np.ndarray):
                 arrays.append(v)
                 continue
-            path = _resolve(str(v), table.origin)
+            path = resolve_path(str(v), table.origin)
             try:
                 with Image.open(path, formats=IMAGE_FORMATS) as im:
                     mode = "RGB" if (self.channels == 3 or (self.channels is None and
@@ -448,18 +448,6 @@ class ImageEncoder(Encoder):
         x = torch.as_tensor(values, dtype=torch.float32) / self.scale
         return {"count": int(len(x)), "pixel_mean": float(x.mean()),
                 "pixel_std": float(x.std())}
-
-
-def _resolve(path: str, origin: str) -> str:
-    """A relative image path in a data file is relative to that file's folder."""
-    from pathlib import Path
-
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return path
-    base = Path(origin)
-    candidate = (base if base.is_dir() else base.parent) / p
-    return str(candidate) if base.exists() and candidate.exists() else path
 
 
 # ------------------------------------------------------------------------ the registries
