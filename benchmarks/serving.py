@@ -297,11 +297,14 @@ def throughput(model: Path, work: Path, images: np.ndarray, seconds: float,
                                 for a, b in zip(runs["on"], runs["off"], strict=True)]}
 
 
+OVERLOAD = {"max_batch_size": 64, "max_wait_ms": 5, "queue_size": 64}  # + --queue-wait-ms
+
+
 def overload(model: Path, work: Path, images: np.ndarray, seconds: float,
              capacity: float | None) -> dict[str, Any]:
     """2x capacity open-loop; the unloaded reference is 0.5x capacity on the same server."""
     bodies = bodies_of(images)
-    cfg = {"max_batch_size": 64, "max_wait_ms": 5, "queue_size": 64, **NO_CACHE}
+    cfg = {**OVERLOAD, **NO_CACHE}
     proc, url = start(model, {"defaults": cfg}, work)
     try:
         if capacity is None:
@@ -313,7 +316,7 @@ def overload(model: Path, work: Path, images: np.ndarray, seconds: float,
         rss1 = rss_mb(proc.pid)
     finally:
         code = stop(proc)
-    return {"capacity_per_s": capacity, "unloaded": calm, "overload": loaded,
+    return {"config": cfg, "capacity_per_s": capacity, "unloaded": calm, "overload": loaded,
             "p99_ratio": round(loaded["p99_ms"] / calm["p99_ms"], 2),
             "rss_mb": [round(rss0, 1), round(rss1, 1)],
             "rss_growth": round(rss1 / rss0 - 1, 4), "exit": code}
@@ -486,12 +489,16 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=ON["max_batch_size"],
                     help="throughput: the batching server's max_batch_size")
     ap.add_argument("--repeats", type=int, default=2, help="throughput: interleaved pairs")
+    ap.add_argument("--queue-wait-ms", type=float, default=None,
+                    help="overload: the server's queue_wait_ms (shed requests queued longer)")
     ap.add_argument("--recommender", type=Path, default=None,
                     help="schemathesis: a recommender served beside the model as 'rec'")
     args = ap.parse_args()
     if args.backend:
         NO_CACHE["backend"] = args.backend
     ON.update(max_wait_ms=args.max_wait_ms, max_batch_size=args.max_batch)
+    if args.queue_wait_ms is not None:
+        OVERLOAD["queue_wait_ms"] = args.queue_wait_ms
     phases = args.only.split(",")
     work = Path(tempfile.mkdtemp(prefix="lw-serving-bench-"))
     model = work / "model"

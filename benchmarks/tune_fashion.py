@@ -3,6 +3,7 @@ trained once as written and then tuned (TPE, median pruning), both on the same r
 budget, each judged by its last epoch's validation accuracy (and reported on the test split).
 
     .venv/bin/python benchmarks/tune_fashion.py --limit 6000 --epochs 4 --trials 20
+    .venv/bin/python benchmarks/tune_fashion.py --limit 0 --epochs 3 --trials 20 --timeout 3600
     .venv/bin/python benchmarks/tune_fashion.py --quick          # smoke run, a few minutes
 
 Everything goes under --output (a store of its own: ``layerwise.db`` there); a JSON summary
@@ -27,7 +28,8 @@ EXAMPLE = HERE.parent / "examples" / "fashion_cnn.yaml"
 def reduced_config(out: Path, limit: int, epochs: int, validation: float) -> Path:
     """The example with fewer rows and epochs (the same model, optimizer and schedule)."""
     raw = yaml.safe_load(EXAMPLE.read_text())
-    raw["data"]["limit"] = limit
+    if limit:                                   # 0: every row (60k train, the 10k test set)
+        raw["data"]["limit"] = limit
     raw["data"]["split"] = {"validation": validation}
     raw["train"]["epochs"] = epochs
     raw["train"]["progress"] = "quiet"
@@ -41,6 +43,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=6000)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--timeout", type=float, default=None,
+                   help="stop starting trials after this many seconds (the study's budget)")
     p.add_argument("--validation", type=float, default=0.1)
     p.add_argument("--output", type=Path, default=Path("runs/bench-tune-fashion"))
     p.add_argument("--quick", action="store_true")
@@ -58,7 +62,7 @@ def main() -> None:
     t_base = time.perf_counter() - t0
     t0 = time.perf_counter()
     study = tune(cfg, trials=a.trials, space=HERE / "tune_fashion_space.yaml",
-                 output=a.output / "study")
+                 output=a.output / "study", timeout=a.timeout)
     t_tune = time.perf_counter() - t0
     best_test = None
     if study.best_run is not None:

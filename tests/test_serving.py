@@ -7,6 +7,7 @@ import base64
 import copy
 import io
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,78 @@ def test_full_queue_is_503_and_a_slow_answer_504(models: dict[str, Path],
     with running({"mlp": slow}, tmp_path, **cfg) as (c, _):
         r = c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW]})
     assert r.status_code == 504
+
+
+def test_a_full_queue_refuses_from_the_headers_and_keeps_the_connection(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    """Under overload the 503 is decided before the body is read: a body that is not even
+    JSON gets 503 (not 422) while the queue is full, the token is still checked first, and
+    the kept-alive connection answers the next request."""
+    slow = Slow(Predictor.load(models["mlp"]), 0.6)
+    cfg = {"defaults": {"queue_size": 1, "max_batch_size": 1, "max_wait_ms": 0,
+                        "timeout_s": 5, "cache_size": 0}}
+    with running({"mlp": slow}, tmp_path, **cfg) as (c, st):
+        with ThreadPoolExecutor(2) as pool:  # one runs, one waits: the queue is full
+            busy = [pool.submit(c.post, "/v1/models/mlp/predict", json={"rows": rows(1, i)})
+                    for i in range(2)]
+            for _ in range(100):
+                if st.models["mlp"].batcher.queue.full():
+                    break
+                time.sleep(0.01)
+            refused = c.post("/v1/models/mlp/predict", content=b"{not json",
+                             headers={"content-type": "application/json"})
+            again = c.post("/v1/models/mlp/predict", content=b"{not json",
+                           headers={"content-type": "application/json"})
+            first = [f.result() for f in busy]
+        after = c.post("/v1/models/mlp/predict", content=b"{not json",
+                       headers={"content-type": "application/json"})
+        ok = c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW]})
+    assert [r.status_code for r in first] == [200, 200]
+    assert refused.status_code == again.status_code == 503, refused.text
+    assert int(refused.headers["retry-after"]) >= 1
+    assert after.status_code == 422 and ok.status_code == 200  # the queue drained
+    with running({"mlp": slow}, tmp_path, token="s3cret", **cfg) as (c, st):
+        with ThreadPoolExecutor(2) as pool:
+            busy = [pool.submit(c.post, "/v1/models/mlp/predict", json={"rows": rows(1, i)},
+                                headers={"authorization": "Bearer s3cret"})
+                    for i in range(2)]
+            for _ in range(100):
+                if st.models["mlp"].batcher.queue.full():
+                    break
+                time.sleep(0.01)
+            anonymous = c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW]})
+            [f.result() for f in busy]
+    assert anonymous.status_code == 401
+
+
+def test_requests_that_waited_too_long_are_shed_not_run_late() -> None:
+    import asyncio
+
+    from layerwise.serving.batcher import MicroBatcher, QueueFull
+
+    calls: list[int] = []
+
+    def run(batch: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+        calls.append(len(batch))
+        time.sleep(0.2)
+        return [{"y": r["x"]} for r in batch]
+
+    async def go(max_queue_wait: float | None) -> list[Any]:
+        b = MicroBatcher(run, max_batch=1, max_wait=0.0, queue_size=8,
+                         max_queue_wait=max_queue_wait)
+        b.start()
+        futs = [b.submit([{"x": i}]) for i in range(3)]
+        out = await asyncio.gather(*futs, return_exceptions=True)
+        await b.close()
+        return [*out, b.shed]
+
+    calls.clear()
+    *out, shed = asyncio.run(go(0.05))
+    assert out[0] == [{"y": 0}] and shed == 2 and calls == [1]
+    assert all(isinstance(o, QueueFull) for o in out[1:])
+    calls.clear()
+    *out, shed = asyncio.run(go(None))  # off: every request runs, however late
+    assert out == [[{"y": 0}], [{"y": 1}], [{"y": 2}]] and shed == 0 and calls == [1, 1, 1]
 
 
 def test_concurrent_requests_share_forward_passes(models: dict[str, Path],

@@ -107,6 +107,39 @@ def test_a_study_prunes_resumes_and_records_every_trial(
     assert set(shares) == set(params) and sum(shares.values()) == pytest.approx(1.0)
 
 
+def test_sigterm_during_a_trial_stops_the_study_not_just_the_trial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_mlp: dict[str, Any]) -> None:
+    """SIGTERM reaches the Trainer of the running trial, which checkpoints and returns; the
+    study must stop there (a killed `layerwise tune` used to go on with the next trial),
+    and the same command resumes it to the full count."""
+    from layerwise.experiments import tune as tune_module
+    from layerwise.training import Callback
+
+    class Sigterm(Callback):  # what the SIGTERM handler does, after the first epoch
+        def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
+            trainer.interrupt_requested = True
+
+    real = tune_module.api.train
+    calls: list[int] = []
+
+    def train(cfg: Any, **kw: Any) -> Any:
+        calls.append(len(calls))
+        if len(calls) == 2:
+            kw["callbacks"] = [*kw["callbacks"], Sigterm()]
+        return real(cfg, **kw)
+
+    monkeypatch.setenv("LAYERWISE_TRACKING_URI", sqlite_uri(tmp_path))
+    monkeypatch.setattr(tune_module.api, "train", train)
+    cfg = _config(tmp_path, tiny_mlp)
+    out = tmp_path / "study"
+    result = tune_module.tune(cfg, trials=4, output=out)
+    assert len(calls) == 2 and result.trials == 2 and result.failed == 1
+    result = tune_module.tune(cfg, trials=4, output=out)  # the same command resumes
+    summary = json.loads((out / "study.json").read_text())
+    assert [h["state"] for h in summary["history"]].count("fail") == 1
+    assert sum(h["state"] in ("complete", "pruned") for h in summary["history"]) == 4
+
+
 def test_an_agent_config_is_refused_before_any_trial(tmp_path: Path) -> None:
     from layerwise.experiments.tune import tune
 

@@ -37,7 +37,7 @@ from typing import Any
 from layerwise import api
 from layerwise.config import RLConfig, load_yaml, parse
 from layerwise.config.parsing import resolve_paths
-from layerwise.errors import ConfigError, LayerwiseError
+from layerwise.errors import ConfigError, LayerwiseError, TrainingError
 from layerwise.files import dumps_json, write_text
 from layerwise.tracking import recorder
 from layerwise.tracking.store import default_uri
@@ -46,6 +46,10 @@ from layerwise.training import Callback
 
 KINDS = ("uniform", "log_uniform", "int", "choice")
 SETTINGS = ("metric", "direction", "pruner", "startup_trials", "space", "trials")
+
+
+class TrainingInterrupted(TrainingError):
+    """A trial's training was stopped by SIGTERM or Ctrl-C: the study stops with it."""
 
 
 @dataclass
@@ -182,6 +186,10 @@ def _objective(raw: dict[str, Any], settings: dict[str, Any], out: Path, study: 
             run = api.train(cfg, output=run_dir, callbacks=[cb], progress="quiet",
                             overwrite=True)
         trial.set_user_attr("run_dir", str(run.dir))
+        if run.interrupted:  # SIGTERM (or Ctrl-C): the whole study stops, not one trial;
+            trial.study.stop()  # the trial is recorded failed; a resume runs a new one
+            raise TrainingInterrupted(f"trial {trial.number} was interrupted (SIGTERM); "
+                                      "the study stops here and resumes with the same command")
         if cb.pruned_at is not None:
             raise optuna_module().TrialPruned(f"pruned after epoch {cb.pruned_at}")
         if not cb.values:

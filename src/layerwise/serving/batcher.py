@@ -4,11 +4,15 @@ Requests wait in a bounded queue (full: :class:`QueueFull`, which the app answer
 Retry-After at once, never by waiting). One worker takes the oldest request, then keeps
 taking while the batch has fewer than ``max_batch`` rows: waiting for more until
 ``max_wait`` has passed, and after that taking only what is already queued (so with
-``max_wait`` 0 a batch is whatever queued up while the last one ran). A request that
-would overflow the batch waits for the next one, so no forward pass ever
-holds more than ``max_batch`` rows (a single request with more rows runs in chunks of
-``max_batch``). Inference runs on one thread of its own, off the event loop. A request
-whose caller gave up (a timeout) is dropped before it runs.
+``max_wait`` 0 a batch is whatever queued up while the last one ran). With
+``max_queue_wait``, a request that has waited longer than that in the queue is answered
+:class:`QueueFull` when its turn comes instead of being run late (load shedding: under
+overload the answered requests then keep their latency, and the late ones are told to retry
+at once rather than after their caller's patience ran out). A request that would overflow
+the batch waits for the next one, so no forward pass ever holds more than ``max_batch``
+rows (a single request with more rows runs in chunks of ``max_batch``). Inference runs on
+one thread of its own, off the event loop. A request whose caller gave up (a timeout) is
+dropped before it runs.
 
 ``prepare`` (optional) turns a request's raw rows into what ``run`` reads — checking and
 decoding them — on that same thread, one request at a time: a request that fails it gets
@@ -44,6 +48,7 @@ class QueueFull(Exception):
 class _Job:
     rows: Rows
     future: asyncio.Future[Rows] = field(repr=False)
+    since: float = field(default_factory=time.monotonic)  # when it was queued
 
 
 class MicroBatcher:
@@ -51,8 +56,11 @@ class MicroBatcher:
 
     def __init__(self, run: Callable[[Rows, int], Rows], *, max_batch: int, max_wait: float,
                  queue_size: int, on_batch: Callable[[int, float], None] | None = None,
-                 prepare: Callable[[Any], Rows] | None = None) -> None:
+                 prepare: Callable[[Any], Rows] | None = None,
+                 max_queue_wait: float | None = None) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait
+        self.max_queue_wait = max_queue_wait
+        self.shed = 0  # requests answered QueueFull after waiting past max_queue_wait
         self.prepare = prepare
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(queue_size)
         self.on_batch = on_batch
@@ -120,6 +128,8 @@ class MicroBatcher:
                 return jobs
             if job.future.done():  # its caller timed out or left
                 continue
+            if self._late(job):
+                continue
             if jobs and rows + len(job.rows) > self.max_batch:
                 self._held = job
                 return jobs
@@ -127,6 +137,14 @@ class MicroBatcher:
             rows += len(job.rows)
             if deadline is None:
                 deadline = time.monotonic() + self.max_wait
+
+    def _late(self, job: _Job) -> bool:
+        """Answer ``job`` QueueFull if it waited past ``max_queue_wait`` (True)."""
+        if self.max_queue_wait is None or time.monotonic() - job.since <= self.max_queue_wait:
+            return False
+        self.shed += 1
+        job.future.set_exception(QueueFull(self._drain_estimate(len(job.rows))))
+        return True
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

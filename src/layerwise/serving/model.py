@@ -73,7 +73,9 @@ class ServedModel:
         self.batcher = MicroBatcher(self._run, max_batch=settings.max_batch_size,
                                     max_wait=settings.max_wait_ms / 1000,
                                     queue_size=settings.queue_size, on_batch=self._on_batch,
-                                    prepare=lambda pairs: validate_indexed(self.schema, pairs))
+                                    prepare=lambda pairs: validate_indexed(self.schema, pairs),
+                                    max_queue_wait=None if settings.queue_wait_ms is None
+                                    else settings.queue_wait_ms / 1000)
         # the metric children of this model, looked up once (not per request)
         self._hits = metrics.cache.labels(name, "hit")
         self._misses = metrics.cache.labels(name, "miss")

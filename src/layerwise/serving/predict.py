@@ -177,12 +177,16 @@ class PredictFastPath:
         kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if match is None or kind != b"application/json":
             return await self.app(scope, receive, send)
-        body = await _read_body(receive)
-        if body is None:  # the client left, or the body limit has answered 413
-            return
         client = scope.get("client")
-        status, content, extra = await self._answer(
-            match.group(1), body, headers.get(b"authorization"), client[0] if client else None)
+        host = client[0] if client else None
+        refused = self._refused(match.group(1), headers.get(b"authorization"), host)
+        if refused is None:
+            body = await _read_body(receive)
+            if body is None:  # the client left, or the body limit has answered 413
+                return
+            refused = await self._answer(match.group(1), body,
+                                         headers.get(b"authorization"), host)
+        status, content, extra = refused
         out = json.dumps(content, ensure_ascii=False, allow_nan=False,
                          separators=(",", ":")).encode()
         head = [(b"content-type", b"application/json"),
@@ -190,6 +194,28 @@ class PredictFastPath:
                 *((k.lower().encode(), str(v).encode()) for k, v in extra.items())]
         await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": out})
+
+    def _refused(self, name: str, auth: bytes | None, host: str | None
+                 ) -> tuple[int, Any, dict[str, str]] | None:
+        """503 for a model whose queue is full, decided from the headers alone: under
+        overload a refusal then costs the event loop no body, JSON or validation — time
+        the accepted requests need (issue 14 in docs/benchmarks.md). The token and rate
+        limit are still checked first; ``None``: go on as usual."""
+        model = self.state.models.get(name) if self.state.ready else None
+        if model is None or self.state.draining:
+            return None
+        try:
+            model.batcher.admit()
+            return None
+        except QueueFull as full:
+            try:
+                check_caller(self.state, None if auth is None else auth.decode("latin-1"),
+                             host)
+            except HTTPException as e:  # 401 or 429 come first, as on the usual path
+                return e.status_code, {"detail": e.detail}, dict(e.headers or {})
+            self.state.count(name, 503, 0.0)
+            refusal = fail(503, "queue full", full.retry_after)
+            return 503, {"detail": refusal.detail}, dict(refusal.headers or {})
 
     async def _answer(self, name: str, body: bytes, auth: bytes | None, host: str | None
                       ) -> tuple[int, Any, dict[str, str]]:

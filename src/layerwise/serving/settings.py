@@ -37,6 +37,7 @@ class ModelSettings(_Strict):
     max_batch_size: int = Field(64, ge=1)     # rows per forward pass at most
     max_wait_ms: float = Field(5.0, ge=0)     # how long a batch waits to fill
     queue_size: int = Field(256, ge=1)        # requests waiting; past it: 503
+    queue_wait_ms: float | None = Field(None, gt=0)  # waited longer in the queue: 503 (shed)
     timeout_s: float = Field(10.0, gt=0)      # per request, queue + inference; past it: 504
     max_rows: int = Field(256, ge=1)          # rows in one request
     threshold: float | None = Field(None, ge=0, le=1)  # confidence below it: abstain
