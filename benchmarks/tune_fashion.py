@@ -3,7 +3,7 @@ trained once as written and then tuned (TPE, median pruning), both on the same r
 budget, each judged by its last epoch's validation accuracy (and reported on the test split).
 
     .venv/bin/python benchmarks/tune_fashion.py --limit 6000 --epochs 4 --trials 20
-    .venv/bin/python benchmarks/tune_fashion.py --limit 0 --epochs 3 --trials 20 --timeout 3600
+    .venv/bin/python benchmarks/tune_fashion.py --limit 0 --epochs 16 --trials 20 --timeout 3600
     .venv/bin/python benchmarks/tune_fashion.py --quick          # smoke run, a few minutes
 
 Everything goes under --output (a store of its own: ``layerwise.db`` there); a JSON summary

@@ -208,14 +208,14 @@ class PredictFastPath:
             model.batcher.admit()
             return None
         except QueueFull as full:
-            try:
-                check_caller(self.state, None if auth is None else auth.decode("latin-1"),
-                             host)
-            except HTTPException as e:  # 401 or 429 come first, as on the usual path
-                return e.status_code, {"detail": e.detail}, dict(e.headers or {})
-            self.state.count(name, 503, 0.0)
-            refusal = fail(503, "queue full", full.retry_after)
-            return 503, {"detail": refusal.detail}, dict(refusal.headers or {})
+            retry = full.retry_after
+        try:  # 401 or 429 come first, as on the usual path
+            check_caller(self.state, None if auth is None else auth.decode("latin-1"), host)
+            raise fail(503, "queue full", retry)
+        except HTTPException as e:
+            if e.status_code == 503:
+                self.state.count(name, 503, 0.0)
+            return _reply(e)
 
     async def _answer(self, name: str, body: bytes, auth: bytes | None, host: str | None
                       ) -> tuple[int, Any, dict[str, str]]:
@@ -245,7 +245,12 @@ class PredictFastPath:
             return 200, await answer(self.state, name, req.rows, req.key,
                                      req.request_id), {}
         except HTTPException as e:
-            return e.status_code, {"detail": e.detail}, dict(e.headers or {})
+            return _reply(e)
+
+
+def _reply(e: HTTPException) -> tuple[int, Any, dict[str, str]]:
+    """An HTTPException as the fast path's (status, JSON body, extra headers)."""
+    return e.status_code, {"detail": e.detail}, dict(e.headers or {})
 
 
 async def _read_body(receive: Any) -> bytes | None:
