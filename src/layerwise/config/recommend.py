@@ -1,6 +1,7 @@
 """Config models of a recommendation run: implicit-feedback interactions, the recommender
 families (plain matrix factorisation, neural collaborative filtering, a two-tower model over
-user and item features), negative sampling and the ranking evaluation.
+user and item features, a self-attentive sequential model over each user's history),
+negative sampling and the ranking evaluation.
 
 A recommendation run names ``interactions`` where a supervised run names data, inputs and
 outputs; :func:`~layerwise.config.parse` returns a :class:`RecommendConfig` when the raw
@@ -95,7 +96,42 @@ class TwoTowerConfig(_Recommender):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-RecommenderConfig = Annotated[Union[MFConfig, NeuMFConfig, TwoTowerConfig],
+class SASRecConfig(_Recommender):
+    """Self-attentive sequential recommendation (SASRec, Kang & McAuley 2018): a causal
+    Transformer over the user's last ``max_length`` items in time order (item embeddings
+    plus learned positions), trained to predict the next item at every position against
+    ``negatives`` sampled items; a user is scored by the state after their history, which
+    the user vector of the other families does not see: the order of what they watched."""
+
+    family: Literal["sasrec"]
+    dim: int = Field(64, gt=0, description="width of the item embeddings and of the "
+                     "Transformer (a multiple of heads)")
+    max_length: int = Field(50, ge=2, description="the user's most recent items read; "
+                            "each training row is a user's last max_length + 1 training "
+                            "items (inputs and the next item of each)")
+    windows: Literal["last", "all"] = Field(
+        "last", description="last: one training row per user, their last max_length + 1 "
+        "training items (the paper); all: also the earlier stretches of a longer history, "
+        "each max_length + 1 items overlapping by one, so that every training item is a "
+        "target once")
+    layers: int = Field(2, gt=0, description="self-attention blocks")
+    heads: int = Field(1, gt=0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="on the embeddings, the "
+                           "attention weights and each block's outputs")
+    loss: Literal["bce", "softmax"] = Field(
+        "bce", description="bce: binary cross-entropy of each next item and of each of its "
+        "negatives (the SASRec paper); softmax: cross-entropy of the next item against its "
+        "negatives (sampled softmax)")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> SASRecConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim must be a multiple of heads; got dim={self.dim}, "
+                             f"heads={self.heads}")
+        return self
+
+
+RecommenderConfig = Annotated[Union[MFConfig, NeuMFConfig, TwoTowerConfig, SASRecConfig],
                               Field(discriminator="family")]
 
 
@@ -106,8 +142,9 @@ class RecommendConfig(_Strict):
     seed: int = 0
     interactions: InteractionsConfig
     model: RecommenderConfig
-    negatives: int = Field(4, gt=0, description="items sampled per positive, fresh each "
-                           "step, never one of the user's training positives")
+    negatives: int = Field(4, gt=0, description="items sampled per positive (for sasrec: "
+                           "per position of a history), fresh each step, never one of the "
+                           "user's training positives")
     ranking: RankingConfig = Field(default_factory=RankingConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     card: CardConfig = Field(default_factory=CardConfig, description="the model card's "

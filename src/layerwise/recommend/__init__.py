@@ -8,7 +8,8 @@
 A config with an ``interactions`` key is a recommendation run
 (:class:`layerwise.config.RecommendConfig`). The pieces: ``data`` (reading, the
 leave-last-out split, negative and candidate sampling), ``metrics`` (HR@k, NDCG@k,
-popularity), ``models`` (mf, neumf, two_tower), ``ranking`` (a split's evaluation),
+popularity), ``models`` (mf, neumf, two_tower), ``sequential`` (sasrec, over each user's
+history in time order), ``families`` (the registry), ``ranking`` (a split's evaluation),
 ``recommender`` (the artifact and its answers), ``runner`` (the run, on the Trainer).
 """
 

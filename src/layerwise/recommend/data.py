@@ -39,6 +39,8 @@ class Interactions:
     seen: torch.Tensor          # sorted keys user * n_items + item of every interaction
     data_hash: str
     titles: list[str] | None = None  # item names, by catalogue index
+    train_order: torch.Tensor | None = None  # [N] rows of train by user, then time, then
+    #                                          file row: each user's history in time order
 
     @property
     def n_items(self) -> int:
@@ -168,8 +170,11 @@ def build(cfg: InteractionsConfig) -> Interactions:
         first = df.drop_duplicates(cfg.item).set_index(df.drop_duplicates(cfg.item)[cfg.item]
                                                        .astype(str))
         titles = [str(first.loc[it, cfg.title]) for it in items]
+    rows = np.flatnonzero(split == 0)
+    order = np.lexsort((rows, times[rows], pairs[rows, 0].numpy()))  # user, time, row
     return Interactions(users, items, item_row, genres, multi, year, pairs[s == 0],
-                        pairs[s == 1], pairs[s == 2], seen, digest.hexdigest()[:16], titles)
+                        pairs[s == 1], pairs[s == 2], seen, digest.hexdigest()[:16], titles,
+                        torch.from_numpy(order))
 
 
 def is_seen(seen: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

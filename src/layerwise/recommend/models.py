@@ -1,4 +1,6 @@
-"""The recommender families: plain matrix factorisation, NeuMF, and a two-tower model.
+"""The recommender families that score a (user, item) pair: plain matrix factorisation,
+NeuMF, and a two-tower model (the sequential family is in recommend/sequential.py, the
+registry of all of them in recommend/families.py).
 
 Each is an ``nn.Module`` the Trainer trains as it trains any other: ``forward(inputs)``
 scores, ``loss(outputs, targets)`` and ``metrics(outputs, targets)``. Inputs:
@@ -25,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerwise.config.recommend import MFConfig, NeuMFConfig, TwoTowerConfig
-from layerwise.errors import UnknownNameError
-from layerwise.recommend.data import Interactions, sample_negatives
+from layerwise.recommend.data import sample_negatives
 from layerwise.recommend.metrics import ranking_metrics
 
 
@@ -50,6 +51,10 @@ class _Recommender(nn.Module):
         """Logits of (user, item) pairs of any matching shape: users [B] against items
         [B] or [B, C]."""
         raise NotImplementedError
+
+    def known(self, user: int) -> torch.Tensor:
+        """Catalogue items ``recommend`` leaves out for ``user``: their training items."""
+        return self.seen[(self.seen // self.n_items) == user] % self.n_items
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         users = inputs["user"]
@@ -185,22 +190,3 @@ class TwoTower(_Recommender):
                                        dim=-1))                           # [B, (C,) d]
         uv = self.user_tower(self.user(self._drop(self._users(users, items))))
         return (uv * iv).sum(-1) + self.item_bias(feats)[..., 0]
-
-
-FAMILIES = {"mf": MF, "neumf": NeuMF, "two_tower": TwoTower}
-"""The recommender families by their config's ``family``."""
-
-
-def build_recommender(cfg: MFConfig | NeuMFConfig | TwoTowerConfig, data: Interactions,
-                      negatives: int, k: int) -> _Recommender:
-    """The module of ``cfg``'s family for the encoded ``data``."""
-    if cfg.family not in FAMILIES:
-        raise UnknownNameError(f"unknown recommender family {cfg.family!r}; known: "
-                               f"{', '.join(sorted(FAMILIES))}")
-    # negatives avoid the training positives only: held-out items stay unknown to it
-    seen = torch.unique(data.train[:, 0] * data.n_items + data.train[:, 1])
-    base = {"n_users": len(data.users), "item_row": data.item_row, "seen": seen,
-            "negatives": negatives, "k": k}
-    if isinstance(cfg, TwoTowerConfig):
-        return TwoTower(cfg, base, data.item_genres, data.item_year)
-    return FAMILIES[cfg.family](cfg, base)

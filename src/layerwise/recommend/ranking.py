@@ -1,5 +1,7 @@
 """The ranking evaluation of a recommender on a split: each user's held-out item among
-sampled candidates (data.candidates), scored by HR@k and NDCG@k beside popularity."""
+sampled candidates (data.candidates), scored by HR@k and NDCG@k beside popularity. The
+sequential family also reads each user's history up to (not including) the held-out item:
+the training items for validation, those and the validation item for test."""
 
 from __future__ import annotations
 
@@ -10,20 +12,34 @@ from typing import Any
 import torch
 
 from layerwise.config import RecommendConfig
+from layerwise.config.recommend import SASRecConfig
 from layerwise.data.batching import TensorData
 from layerwise.errors import DataError
 from layerwise.recommend import data as rdata
 from layerwise.recommend.metrics import hit_ratio, ndcg, popularity_scores, ranking_metrics
 from layerwise.recommend.models import _Recommender
+from layerwise.recommend.sequential import user_histories
 
 SALT = {"validation": 1, "test": 2}  # validation and test candidates are drawn apart
+BEFORE = {"validation": "train", "test": "validation"}  # the history a held-out item follows
 
 
 def ranking_data(data: rdata.Interactions, cfg: RecommendConfig, split: str) -> TensorData:
     """The ranking rows of ``split``: each held-out item first among its candidates."""
     held = data.validation if split == "validation" else data.test
     cands = rdata.candidates(held, data, cfg.ranking, SALT[split])
-    return TensorData({"user": held[:, 0], "candidates": cands}, torch.ones(len(held)))
+    inputs = {"user": held[:, 0], "candidates": cands, **context(data, cfg, split)}
+    return TensorData(inputs, torch.ones(len(held)))
+
+
+def context(data: rdata.Interactions, cfg: RecommendConfig, split: str
+            ) -> dict[str, torch.Tensor]:
+    """What the family reads besides the user, per held-out row of ``split``: for sasrec
+    the ``history [U, max_length]`` before the held-out item; nothing for the others."""
+    if not isinstance(cfg.model, SASRecConfig):
+        return {}
+    held = data.validation if split == "validation" else data.test
+    return {"history": user_histories(data, BEFORE[split], cfg.model.max_length)[held[:, 0]]}
 
 
 @torch.inference_mode()
@@ -42,7 +58,9 @@ def ranking_report(model: _Recommender, data: rdata.Interactions, cfg: Recommend
     mine, pop = ranking_metrics(scores, k), ranking_metrics(
         popularity_scores(counts, rows.inputs["candidates"]), k)
     held = data.validation if split == "validation" else data.test
-    full, full_pop = full_ranking(model, data, held, counts, k)
+    full, full_pop = full_ranking(model, data, held, counts, k,
+                                  extra={n: v for n, v in rows.inputs.items()
+                                         if n not in ("user", "candidates")})
     return {f"hr@{k}": mine["hr"], f"ndcg@{k}": mine["ndcg"],
             f"popularity_hr@{k}": pop["hr"], f"popularity_ndcg@{k}": pop["ndcg"],
             f"full_hr@{k}": full["hr"], f"full_ndcg@{k}": full["ndcg"],
@@ -56,10 +74,12 @@ def ranking_report(model: _Recommender, data: rdata.Interactions, cfg: Recommend
 
 @torch.inference_mode()
 def full_ranking(model: _Recommender, data: rdata.Interactions, held: torch.Tensor,
-                 counts: torch.Tensor, k: int, chunk: int = 128
+                 counts: torch.Tensor, k: int, chunk: int = 128,
+                 extra: dict[str, torch.Tensor] | None = None
                  ) -> tuple[dict[str, float], dict[str, float]]:
     """HR@k and NDCG@k of the model and of popularity when each held-out item is ranked
-    among every catalogue item the user never interacted with (no sampling)."""
+    among every catalogue item the user never interacted with (no sampling). ``extra``:
+    the family's inputs per held-out row besides the user (:func:`context`)."""
     n = data.n_items
     items = torch.arange(n)
     mine: list[torch.Tensor] = []
@@ -68,7 +88,8 @@ def full_ranking(model: _Recommender, data: rdata.Interactions, held: torch.Tens
         users, target = held[s:s + chunk, 0], held[s:s + chunk, 1]
         other = rdata.is_seen(data.seen, users[:, None] * n + items[None, :]) | \
             (items[None, :] == target[:, None])       # [B, n]: not a candidate
-        scores = model.score(users, items.expand(len(users), n)).float()
+        more = {name: v[s:s + chunk] for name, v in (extra or {}).items()}
+        scores = model.score(users, items.expand(len(users), n), **more).float()
         for sc, out in ((scores, mine), (counts.float().expand(len(users), n), pop)):
             t = sc.gather(1, target[:, None])
             higher = ((sc > t) & ~other).sum(1).float()

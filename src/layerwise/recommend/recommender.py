@@ -7,9 +7,11 @@
       model.safetensors   weights and the catalogue buffers; never a pickle
 
 A known user gets the model's top ``k`` items, leaving out the items they interacted with
-in training. An unknown user is a cold start: the two-tower model scores the catalogue
-with its unknown-user vector (learned by id dropout, from item features); the other
-families answer with the most popular items.
+in training. The sequential family (sasrec) scores the catalogue after the user's latest
+``max_length`` items of every split (the ``history`` buffer: at serving time the whole
+known history is input) and leaves those out too. An unknown user is a cold start: the
+two-tower model scores the catalogue with its unknown-user vector (learned by id dropout,
+from item features); the other families answer with the most popular items.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import torch
 
 from layerwise import artifact as art
 from layerwise.config import RecommendConfig, parse
-from layerwise.config.recommend import MFConfig, TwoTowerConfig
+from layerwise.config.recommend import MFConfig, SASRecConfig, TwoTowerConfig
 from layerwise.errors import ArtifactError, ConfigError, DataError
 from layerwise.files import dumps_json, load_safetensors, save_safetensors, write_text
 from layerwise.recommend.data import Interactions
-from layerwise.recommend.models import FAMILIES, MF, NeuMF, TwoTower, _Recommender
+from layerwise.recommend.families import FAMILIES
+from layerwise.recommend.models import MF, NeuMF, TwoTower, _Recommender
+from layerwise.recommend.sequential import SASRec, user_histories
 
 KIND = "recommender"
 
@@ -45,6 +49,8 @@ class Recommender:
     def from_data(cls, model: _Recommender, config: RecommendConfig, data: Interactions
                   ) -> Recommender:
         counts = torch.bincount(data.train[:, 1], minlength=data.n_items)
+        if isinstance(model, SASRec):  # what recommend() reads: every split, in time order
+            model.remember(user_histories(data, "test", model.max_length))
         return cls(model, config, data.users, data.items, counts, data.titles)
 
     # -- answers -------------------------------------------------------------------------
@@ -64,8 +70,7 @@ class Recommender:
             scores = self.model.score(torch.tensor([u]), all_items)[0].float()
             source = "model" if u else "features"
         if u:
-            mine = self.model.seen[(self.model.seen // len(self.items)) == u] % len(self.items)
-            scores[mine] = float("-inf")
+            scores[self.model.known(u)] = float("-inf")
         top = torch.topk(scores, min(k, int(torch.isfinite(scores).sum())))
         rows = [{"item": self.items[i], "score": round(float(s), 6),
                  **({"title": self.titles[i]} if self.titles else {})}
@@ -152,8 +157,8 @@ class Recommender:
 def _rebuild(config: RecommendConfig, meta: dict[str, Any], tensors: dict[str, Any],
              where: Path) -> _Recommender:
     """The module of the stored family, its buffers and weights from ``tensors``."""
-    need = ["item_row", "seen"] + (["item_genres", "item_year"]
-                                   if config.model.family == "two_tower" else [])
+    need = ["item_row", "seen"] + {"two_tower": ["item_genres", "item_year"],
+                                   "sasrec": ["history"]}.get(config.model.family, [])
     missing = [n for n in need if n not in tensors]
     if missing or len(tensors["item_row"]) != len(meta["items"]):
         raise ArtifactError(f"{where}: the weights do not fit the catalogue (missing "
@@ -164,6 +169,8 @@ def _rebuild(config: RecommendConfig, meta: dict[str, Any], tensors: dict[str, A
     model: _Recommender
     if isinstance(cfg, TwoTowerConfig):  # its year buffer is loaded with the weights
         model = TwoTower(cfg, base, tensors["item_genres"], torch.zeros(len(meta["items"])))
+    elif isinstance(cfg, SASRecConfig):  # its history buffer too
+        model = SASRec(cfg, base)
     else:
         model = MF(cfg, base) if isinstance(cfg, MFConfig) else NeuMF(cfg, base)
     try:

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from layerwise.config import RecommendConfig
-from layerwise.data.batching import TensorData
 from layerwise.evaluation.plots import learning_curves
 from layerwise.recommend import data as rdata
-from layerwise.recommend.models import _Recommender, build_recommender
+from layerwise.recommend.families import build_recommender, training_data
+from layerwise.recommend.models import _Recommender
 from layerwise.recommend.ranking import ranking_data, ranking_report
 from layerwise.recommend.recommender import Recommender
 from layerwise.runs import (
@@ -46,8 +46,7 @@ def train_recommender(config: RecommendConfig, *, output: str | Path | None = No
     rd = check_run(cfg, output, resume=resume, overwrite=overwrite)
     t0 = time.perf_counter()
     data = rdata.build(cfg.interactions)  # before anything is written: bad data leaves none
-    train = TensorData({"user": data.train[:, 0], "item": data.train[:, 1]},
-                       torch.ones(len(data.train)))
+    train = training_data(cfg.model, data)
     validation = ranking_data(data, cfg, "validation") if len(data.validation) else None
     t_data = time.perf_counter() - t0
     torch.manual_seed(cfg.seed)
