@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from typing import Any
 
 
@@ -296,6 +297,40 @@ class Checkpointing(Callback):
         every = trainer.config.checkpoint_every
         if trainer.interrupt_requested or (every and step % every == 0):
             trainer.save_checkpoint()
+
+
+class CoresBusyWarning(UserWarning):
+    """A run on several threads slowed down several-fold after it started."""
+
+
+class SlowdownWatch(Callback):
+    """Warns once when an epoch's time per step grows to ``factor`` times the fastest
+    epoch's so far in a run on more than one thread. On a shared machine several OpenMP
+    threads collapse when other processes take the cores (a 10-25x slowdown measured,
+    docs/benchmarks.md); the threads are chosen once, at the start, because they are part
+    of the arithmetic, so the run cannot switch by itself: the warning says what to do."""
+
+    def __init__(self, factor: float = 3.0) -> None:
+        self.factor, self.last, self.warned = factor, (0.0, 0), False
+        self.fastest: float | None = None
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
+        (t0, s0), now, step = self.last, float(logs.get("time", 0.0)), int(logs.get("step", 0))
+        self.last = (now, step)
+        threads = trainer.choices.threads if trainer.choices is not None else 1
+        if step <= s0 or threads < 2:
+            return
+        per = (now - t0) / (step - s0)
+        if self.fastest is not None and not self.warned and per > self.factor * self.fastest:
+            self.warned = True
+            warnings.warn(
+                f"epoch {epoch + 1} took {per * 1e3:.1f} ms per step, "
+                f"{per / self.fastest:.1f}x the fastest epoch's {self.fastest * 1e3:.1f} ms, "
+                f"on {threads} threads: other processes are probably using the cores, "
+                "where several threads slow down far more than one; the run keeps its "
+                "threads (they are part of its arithmetic) - set train.threads: 1 to train "
+                "at a steady pace on a busy machine", CoresBusyWarning, stacklevel=2)
+        self.fastest = per if self.fastest is None else min(self.fastest, per)
 
 
 class ModelHooks(Callback):

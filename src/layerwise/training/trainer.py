@@ -57,6 +57,7 @@ from layerwise.training.callbacks import (
     ModelHooks,
     ProgressBar,
     SigtermFlag,
+    SlowdownWatch,
 )
 from layerwise.training.guard import Guard
 from layerwise.training.hardware import Choices, choose, compiled, grad_scaler
@@ -325,7 +326,7 @@ class Trainer:
         progress, then checkpointing last (a callback that raises stops the save)."""
         first = [self.early_stopping] if self.early_stopping else []
         return [*first, self.activations, *self.callbacks, *self._progress_callbacks(),
-                Checkpointing(), ModelHooks()]
+                SlowdownWatch(), Checkpointing(), ModelHooks()]
 
     def _batches(self, data: Any, choices: Choices, *, shuffle: bool, device: torch.device,
                  batch_size: int | None = None) -> InMemoryBatches:
