@@ -23,12 +23,11 @@ import torch
 
 from layerwise import artifact as art
 from layerwise.config import RecommendConfig, parse
-from layerwise.config.recommend import MFConfig, SASRecConfig, TwoTowerConfig
 from layerwise.errors import ArtifactError, ConfigError, DataError
 from layerwise.files import dumps_json, load_safetensors, save_safetensors, write_text
 from layerwise.recommend.data import Interactions
-from layerwise.recommend.families import FAMILIES
-from layerwise.recommend.models import MF, NeuMF, TwoTower, _Recommender
+from layerwise.recommend.families import FAMILIES, make
+from layerwise.recommend.models import TwoTower, _Recommender
 from layerwise.recommend.sequential import SASRec, user_histories
 
 KIND = "recommender"
@@ -165,14 +164,8 @@ def _rebuild(config: RecommendConfig, meta: dict[str, Any], tensors: dict[str, A
                             f"{missing}, or not {len(meta['items'])} items)")
     base = {"n_users": len(meta["users"]), "item_row": tensors["item_row"],
             "seen": tensors["seen"], "negatives": config.negatives, "k": config.ranking.k}
-    cfg = config.model
-    model: _Recommender
-    if isinstance(cfg, TwoTowerConfig):  # its year buffer is loaded with the weights
-        model = TwoTower(cfg, base, tensors["item_genres"], torch.zeros(len(meta["items"])))
-    elif isinstance(cfg, SASRecConfig):  # its history buffer too
-        model = SASRec(cfg, base)
-    else:
-        model = MF(cfg, base) if isinstance(cfg, MFConfig) else NeuMF(cfg, base)
+    cfg = config.model  # the two-tower year and the sasrec history load with the weights
+    model = make(cfg, base, tensors.get("item_genres"), torch.zeros(len(meta["items"])))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
