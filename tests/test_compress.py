@@ -318,6 +318,24 @@ def test_distillation_loss_and_derived_student(model: Path, tmp_path: Path) -> N
     assert art.load(tmp_path / "s").config.model.hidden == [8, 8]  # type: ignore[union-attr]
 
 
+
+def test_a_student_config_with_column_globs_is_stored_expanded(model: Path, tmp_path: Path
+                                                                ) -> None:
+    """A --student file naming its inputs by a glob: the child stores the columns it read,
+    so evaluating it later rebuilds its data (it once failed: 'not expanded yet')."""
+    import yaml
+
+    student = copy.deepcopy(TINY_MLP)
+    student["inputs"] = [{"columns": ["alcohol", "malic_acid", "ash", "flavanoids",
+                                      "color_int*", "proline"], "type": "numeric"}]
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(student), encoding="utf-8")
+    compress(model, "distill", tmp_path / "s", Options(student=str(path), epochs=1,
+                                                       max_drop=100))
+    cfg = art.load(tmp_path / "s").config
+    assert [i.name for i in cfg.inputs][4] == "color_intensity"
+    assert 0.0 <= lw.evaluate(tmp_path / "s")["accuracy"] <= 1.0
+
 # -------------------------------------------------------------- sequences (unpacked path)
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_unpacked_recurrent_run_equals_the_packed_one(cell: str) -> None:

