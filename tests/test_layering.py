@@ -95,7 +95,7 @@ MODULE_TIERS = {
              "audio dataset shards text transcript",
              "augment batching encoder",
              "bio columns folds table"],
-    "experiments": ["cv tune"],
+    "experiments": ["choose cv tune"],
     "explain": ["report", "doctor importance robustness", "attributions", "render"],
     "evaluation": ["detailed", "calibrate handoff operational", "generative", "judge",
                    "metrics plots splits",

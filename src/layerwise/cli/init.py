@@ -19,6 +19,10 @@ def init(
                                         "once (into runs/<name>)")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing "
                                             "config file")] = False,
+    cv: Annotated[bool, typer.Option("--cv/--no-cv", help="on a small table (under 1,000 "
+                                     "training rows) choose between the MLP and a linear "
+                                     "model by 5-fold cross-validation on the training "
+                                     "rows")] = True,
 ) -> None:
     """Look at a data file, infer each column's type and write a commented config that
     trains as is; the inferred types are printed with their evidence."""
@@ -34,8 +38,10 @@ def init(
                           if path.is_file() else f"--output {path} is a folder")
     proposal = propose(data, target)
     _show(proposal)
-    text = proposal.yaml(path, _name(stem))
-    _check(text, path)
+    _check(proposal.yaml(path, _name(stem)), path)
+    if cv and proposal.small_table:
+        _choose(proposal, path, _name(stem))
+    print(f"wrote {path}; train it with: layerwise train {path}")
     if train:
         from layerwise.cli.train import train as run_train
 
@@ -54,7 +60,22 @@ def _check(text: str, path: Path) -> None:
     except Exception:
         path.unlink()  # never leave a config behind that does not parse
         raise
-    print(f"wrote {path}; train it with: layerwise train {path}")
+
+
+def _choose(proposal: object, path: Path, name: str) -> None:
+    """Cross-validate the proposed MLP against a linear model on the written config's
+    training rows (never its test split) and keep the one with the lower held-out loss."""
+    from layerwise.experiments.choose import choose, linear
+
+    p = proposal  # a data.proposal.Proposal
+    print("comparing the MLP with a linear model by 5-fold cross-validation on the training "
+          "rows (the test split takes no part) …")
+    c = choose(path, {"mlp": None, "linear": linear})
+    print(c.describe())
+    hidden = [] if c.best == "linear" else p.model["hidden"]  # type: ignore[attr-defined]
+    p.set_model("hidden", hidden, f"{'linear' if not hidden else 'MLP'}: "  # type: ignore[attr-defined]
+                f"{c.describe()}; held-out loss decides")
+    _check(p.yaml(path, name), path)  # type: ignore[attr-defined]
 
 
 def _name(stem: str) -> str:

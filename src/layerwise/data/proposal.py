@@ -16,7 +16,9 @@ YAML as a comment beside the key it set, so the file explains itself:
 - **the family**: ``cnn`` for images; for text, ``bag`` (fastText-style, trains in
   seconds) when there are fewer than 5,000 rows or the texts are long (95th percentile
   over 256 words), otherwise a bidirectional LSTM (``rnn``), which beat TF-IDF + logistic
-  regression on 38k tweets; ``mlp`` for tables;
+  regression on 38k tweets; ``mlp`` for tables (under ``CV_ROWS`` training rows
+  ``layerwise init`` then keeps it or a linear model by 5-fold cross-validation:
+  layerwise.experiments.choose);
 - **sizes** from the number of rows: widths, epochs and batch size shrink with the data,
   and early stopping (restoring the best weights) guards every run against overfitting.
 """
@@ -39,6 +41,7 @@ LABEL_NAMES = ("label", "target", "class", "y", "outcome", "sentiment", "categor
 BAG_ROWS = 5000        # fewer rows than this: the bag family (neural sequence models overfit)
 LONG_TEXT = 256        # 95th-percentile words above this: the bag family (cheap on long text)
 MAX_TOKENS = 512       # the cap of a text input's max_length
+CV_ROWS = 1000         # fewer training rows than this: init picks MLP or linear by 5-fold CV
 Line = tuple[str, Any, str]  # (key, value, comment)
 _BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")  # strings YAML reads as themselves
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "none", "~"}
@@ -67,6 +70,19 @@ class Proposal:
         if name in self.grouped:
             return f"input ({self.grouped[name]})"
         return "input" if any(f["name"] == name for f, _ in self.inputs) else "skipped"
+
+    @property
+    def small_table(self) -> bool:
+        """An MLP proposal on fewer than ``CV_ROWS`` training rows: a linear model may do
+        better, and ``layerwise init`` compares the two by cross-validation."""
+        return self.model.get("family") == "mlp" and int(self.rows * 0.7) < CV_ROWS
+
+    def set_model(self, key: str, value: Any, comment: str) -> None:
+        """Replace (or add) one ``model:`` line and its reason."""
+        lines = [(k, v, c) for k, v, c in self.model_lines if k != key]
+        at = next((i for i, (k, _, _) in enumerate(self.model_lines) if k == key), len(lines))
+        self.model_lines = [*lines[:at], (key, value, comment), *lines[at:]]
+        self.model = {k: v for k, v, _ in self.model_lines}
 
     def yaml(self, config_path: Path, name: str) -> str:
         """The config as YAML text, each choice with its reason; ``data.path`` relative to
