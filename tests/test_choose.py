@@ -104,3 +104,14 @@ def test_init_on_a_small_table_writes_the_choice_with_its_figures(
     assert main(["init", str(data), "--output", str(out), "--overwrite", "--no-cv"]) == 0
     assert "cross-validation" not in capsys.readouterr().out
     assert yaml.safe_load(out.read_text(encoding="utf-8"))["model"]["hidden"] == [64, 32]
+
+
+def test_a_run_without_a_validation_split_deals_its_training_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _config(tmp_path)
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    cfg["data"]["split"] = {"validation": 0.0}
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    monkeypatch.setattr(ch, "_score", lambda *a: (0.5, 0.5))
+    c = ch.choose(path, {"mlp": None})
+    assert c.rows == len(build(parse(path)).train)

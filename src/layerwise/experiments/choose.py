@@ -4,8 +4,9 @@ On a few hundred rows the validation split is too small to tell models apart (57
 breast_cancer: every variant of the MLP scored 56 of 57), and which model wins depends on
 the table: a linear model on one, an MLP on another. :func:`choose` scores each candidate
 by stratified k-fold cross-validation over the rows training may use — the run's training
-and validation splits; **the test split never takes part** — and returns the best by the
-output's main metric, the proposed model winning ties::
+and validation splits; **the test split never takes part** — and returns the one with the
+lower mean held-out loss (a proper score: on a few hundred rows accuracies tie where losses
+do not), the proposed model winning ties::
 
     >>> from layerwise.experiments.choose import choose, linear       # doctest: +SKIP
     >>> c = choose("breast_cancer.yaml", {"mlp": None, "linear": linear})  # doctest: +SKIP
@@ -36,16 +37,14 @@ from layerwise.errors import ConfigError
 from layerwise.training import Trainer
 
 Variant = Callable[[Config], Config] | None  # None: the config as it is
-METRICS = {"binary": ("accuracy", True), "category": ("accuracy", True),
-           "numeric": ("rmse", False)}
+METRICS = {"binary": "accuracy", "category": "accuracy", "numeric": "rmse"}
 
 
 @dataclass
 class Choice:
     """The candidates' fold scores and the one chosen."""
 
-    metric: str
-    higher_is_better: bool
+    metric: str                                  # reported beside the loss
     rows: int                                    # the rows the folds were dealt from
     scores: dict[str, list[float]] = field(default_factory=dict)  # the metric per fold
     losses: dict[str, list[float]] = field(default_factory=dict)  # the loss per fold
@@ -55,7 +54,7 @@ class Choice:
         return statistics.fmean(self.scores[name])
 
     def describe(self) -> str:
-        """One line: every candidate's mean and spread, the chosen one first."""
+        """One line: every candidate's mean metric and mean loss, the chosen one first."""
         parts = [f"{n} {self.mean(n):.4f} (loss {statistics.fmean(self.losses[n]):.4f})"
                  for n in sorted(self.scores, key=lambda n: n != self.best)]
         return (f"{len(next(iter(self.scores.values())))}-fold CV {self.metric} on "
@@ -77,14 +76,14 @@ def choose(config: str | Path | Config, candidates: dict[str, Variant], folds: i
             cfg.outputs[0].type not in METRICS:
         raise ConfigError("choosing by cross-validation needs one binary, category or "
                           "numeric output")
-    metric, higher = METRICS[cfg.outputs[0].type]
+    metric = METRICS[cfg.outputs[0].type]
     ds = build(cfg)
-    pool = TensorData(cat([ds.train.inputs, ds.validation.inputs]),
-                      cat([ds.train.targets, ds.validation.targets]))
+    parts = [p for p in (ds.train, ds.validation) if p is not None and len(p)]
+    pool = TensorData(cat([p.inputs for p in parts]), cat([p.targets for p in parts]))
     out = cfg.outputs[0].name
     labels = None if cfg.outputs[0].type == "numeric" else \
         pool.targets[out].numpy().round().astype(int)
-    choice = Choice(metric, higher, len(pool))
+    choice = Choice(metric, len(pool))
     for train_idx, test_idx in _folds(len(pool), labels, folds, cfg.seed):
         fit_idx, stop_idx = _hold_out(train_idx, labels, cfg.seed)
         for name, variant in candidates.items():
