@@ -154,6 +154,10 @@ class AugmentConfig(_Strict):
     shift: int = Field(0, ge=0, description="random translation of up to N pixels")
     flip: bool = Field(False, description="random horizontal flip (not for digits or text)")
     noise: float = Field(0.0, ge=0.0, description="std of added Gaussian noise (normalised units)")
+    crop: float = Field(1.0, gt=0.0, le=1.0, description="random resized crop: at least this "
+                        "share of the area (aspect 3/4 to 4/3), resized back; 1: off")
+    brightness: float = Field(0.0, ge=0.0, description="random offset in [-b, b] per image")
+    contrast: float = Field(0.0, ge=0.0, lt=1.0, description="random contrast in [1-c, 1+c]")
 
 
 class _Feature(_Strict):

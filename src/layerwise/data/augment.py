@@ -1,11 +1,14 @@
-"""Image augmentation and SpecAugment masks of audio inputs, on whole batches (no
-per-sample Python), from a seeded generator.
+"""Image augmentation (random resized crop, shift, flip, brightness/contrast, noise) and
+SpecAugment masks of audio inputs, on whole batches (no per-sample Python), from a seeded
+generator. An option that is off draws nothing, so adding options never changed the draws
+of a config that does not use them.
 
 The generator's state is saved in checkpoints, so resumed runs draw the same augmentations.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -39,6 +42,40 @@ def noise(x: torch.Tensor, std: float, g: torch.Generator) -> torch.Tensor:
     return x + std * torch.randn(x.shape, generator=g, dtype=x.dtype)
 
 
+def resized_crop(x: torch.Tensor, min_area: float, g: torch.Generator) -> torch.Tensor:
+    """Crop each image to a random part of at least ``min_area`` of its area (aspect ratio
+    log-uniform in [3/4, 4/3], anywhere inside the image) and resize it back to [H, W],
+    bilinear: SimCLR's random resized crop, the whole batch in one ``grid_sample``."""
+    b = x.shape[0]
+    area = min_area + (1 - min_area) * torch.rand(b, generator=g)
+    ratio = torch.exp(math.log(3 / 4) + math.log(16 / 9) * torch.rand(b, generator=g))
+    sx = torch.sqrt(area * ratio).clamp(max=1.0)   # width and height as shares of the image
+    sy = torch.sqrt(area / ratio).clamp(max=1.0)
+    tx = (1 - sx) * (2 * torch.rand(b, generator=g) - 1)  # the centre, inside the image
+    ty = (1 - sy) * (2 * torch.rand(b, generator=g) - 1)
+    zero = torch.zeros(b)
+    theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.contiguous(memory_format=_fmt(x))
+
+
+def brightness_contrast(x: torch.Tensor, brightness: float, contrast: float,
+                        g: torch.Generator) -> torch.Tensor:
+    """Scale each image's deviation from its own mean by a factor in [1 - contrast,
+    1 + contrast], then add an offset in [-brightness, brightness] (uniform, per image)."""
+    b = x.shape[0]
+    shape = (b, *([1] * (x.ndim - 1)))
+    if contrast:
+        f = 1 + contrast * (2 * torch.rand(b, generator=g) - 1)
+        mean = x.mean(dim=tuple(range(1, x.ndim)), keepdim=True)
+        x = mean + f.view(shape).to(x) * (x - mean)
+    if brightness:
+        x = x + brightness * (2 * torch.rand(b, generator=g) - 1).view(shape).to(x)
+    return x
+
+
 def spec_augment(x: dict[str, torch.Tensor], cfg: Any, g: torch.Generator
                  ) -> dict[str, torch.Tensor]:
     """Mask ``cfg.time_masks`` runs of frames and ``cfg.freq_masks`` bands of mel channels
@@ -70,18 +107,18 @@ def _fmt(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _active(a: Any) -> bool:
+def is_active(a: Any) -> bool:
     """Whether augmentation settings change anything (image or audio settings)."""
     if isinstance(a, SpecAugmentConfig):
         return a.active
-    return bool(a.shift or a.flip or a.noise)
+    return bool(a.shift or a.flip or a.noise or a.crop < 1 or a.brightness or a.contrast)
 
 
 class Augmenter:
     """Applies each image (or audio) input's ``augment`` settings to a training batch."""
 
     def __init__(self, settings: dict[str, Any], seed: int) -> None:
-        self.settings = {k: a for k, a in settings.items() if _active(a)}
+        self.settings = {k: a for k, a in settings.items() if is_active(a)}
         self.generator = torch.Generator().manual_seed(seed + 7919)
 
     def __bool__(self) -> bool:
@@ -95,10 +132,14 @@ class Augmenter:
             if isinstance(a, SpecAugmentConfig):  # an audio input: {"mels", "lengths"}
                 out[name] = spec_augment(x, a, g)
                 continue
+            if a.crop < 1:  # drawn only when set: older configs keep their draws
+                x = resized_crop(x, a.crop, g)
             if a.shift:
                 x = shift(x, a.shift, g)
             if a.flip:
                 x = flip(x, g)
+            if a.brightness or a.contrast:
+                x = brightness_contrast(x, a.brightness, a.contrast, g)
             if a.noise:
                 x = noise(x, a.noise, g)
             out[name] = x

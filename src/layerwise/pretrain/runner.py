@@ -23,7 +23,7 @@ from torch import nn
 from layerwise import artifact as art
 from layerwise.config import Config, parse
 from layerwise.config.pretrain import PretrainConfig
-from layerwise.data.augment import Augmenter
+from layerwise.data.augment import Augmenter, is_active
 from layerwise.data.batching import TensorData
 from layerwise.data.build import Dataset, build
 from layerwise.data.encoder_artifact import KIND
@@ -97,9 +97,10 @@ def objective_model(cfg: Config, ds: Dataset, objective: str
                 MaskTokens(text.name, pre.mask_rate, text.size, cfg.seed))
     image = ds.schema.images[0]
     a = image.cfg.augment  # type: ignore[attr-defined]
-    if not (a.shift or a.flip or a.noise):
+    if not is_active(a):
         raise ConfigError(f"pretrain.objective contrastive compares two augmented views: set "
-                          f"inputs.{image.name}.augment (shift, flip and/or noise)")
+                          f"inputs.{image.name}.augment (crop, shift, flip, brightness, "
+                          "contrast and/or noise)")
     return (ContrastiveModel(backbone, image.name, pre.projection_dim, pre.temperature),
             TwoViews(image.name, a, cfg.seed))
 
