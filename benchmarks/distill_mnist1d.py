@@ -5,7 +5,7 @@
 
 The teacher is examples/mnist1d_cnn.yaml twice as wide (filters 64/128/256, dense 256),
 trained 60 epochs on a cosine schedule (no early stopping). The student is that config
-with every width times ``--width`` (``compress.distill.student_config``'s rounding), the
+with every width times ``--width`` (``compress.distill.student_config``), the
 same recipe, ``--epochs`` epochs, no early stopping; for each seed it is trained twice on
 the teacher's split (``data.split.seed: 0``): alone (``layerwise train``) and distilled
 from the teacher (``layerwise compress --method distill --student --data FRESH
@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 
 import layerwise as lw
-from layerwise.compress import Options, compress
-from layerwise.compress.distill import _scaled
+from layerwise.compress import Options, compress, distill
+from layerwise.config import parse
 from layerwise.training.hardware import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +49,12 @@ def teacher_config() -> dict[str, Any]:
 
 def student_config(teacher: dict[str, Any], width: float, seed: int, epochs: int
                    ) -> dict[str, Any]:
+    """The teacher's config with the widths ``compress --width`` would give its student."""
     cfg = copy.deepcopy(teacher)
-    for block in cfg["model"]["blocks"]:
-        block["filters"] = _scaled(block["filters"], width)
-    cfg["model"]["dense"] = [_scaled(d, width) for d in cfg["model"]["dense"]]
+    scaled = distill.student_config(parse(copy.deepcopy(teacher)), width).model  # type: ignore[arg-type]
+    for block, small in zip(cfg["model"]["blocks"], scaled.blocks, strict=True):  # type: ignore[attr-defined]
+        block["filters"] = small.filters
+    cfg["model"]["dense"] = list(scaled.dense)  # type: ignore[attr-defined]
     cfg["train"]["epochs"] = epochs
     cfg["data"]["split"] = {"seed": 0}  # the teacher's split whatever the seed
     cfg.update(name=f"mnist1d_student_s{seed}", seed=seed)
