@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from layerwise.training.callbacks import Callback
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -28,6 +30,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=None, help="training rows (labelled subset)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--set", action="append", default=[], dest="overrides")
+    ap.add_argument("--log-every", type=int, default=0, metavar="N",
+                    help="print the step, its loss and the seconds so far every N steps")
     args = ap.parse_args()
 
     from layerwise.api import build_for
@@ -45,7 +49,8 @@ def main() -> None:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     t1 = time.perf_counter()
-    fit = Trainer(cfg.train).fit(model, ds.train)
+    callbacks = [StepLog(args.log_every)] if args.log_every else []
+    fit = Trainer(cfg.train, callbacks=callbacks).fit(model, ds.train)
     t2 = time.perf_counter()
     result = {"config": args.config, "overrides": overrides, "train_rows": len(ds.train),
               "test_rows": len(ds.test), "trainable": trainable, "parameters": total,
@@ -58,6 +63,19 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: result[k] for k in ("macro_f1", "accuracy", "train_s", "test_s",
                                              "trainable_share")}), flush=True)
+
+
+class StepLog(Callback):
+    """Every ``every`` steps: the step, its loss and the seconds since the first step."""
+
+    def __init__(self, every: int) -> None:
+        self.every, self.start = every, None
+
+    def on_step_end(self, trainer, step: int, loss: float) -> None:
+        now = time.perf_counter()
+        self.start = self.start or now
+        if step % self.every == 0:
+            print(f"step {step}  loss {loss:.4f}  {now - self.start:.0f} s", flush=True)
 
 
 @torch.inference_mode()
