@@ -66,16 +66,14 @@ def main() -> None:
 
 
 class StepLog(Callback):
-    """Every ``every`` steps: the step, its loss and the seconds since the first step."""
+    """Every ``every`` steps: the step, its loss and the Trainer's training seconds so far."""
 
     def __init__(self, every: int) -> None:
-        self.every, self.start = every, None
+        self.every = every
 
     def on_step_end(self, trainer, step: int, loss: float) -> None:
-        now = time.perf_counter()
-        self.start = self.start or now
         if step % self.every == 0:
-            print(f"step {step}  loss {loss:.4f}  {now - self.start:.0f} s", flush=True)
+            print(f"step {step}  loss {loss:.4f}  {trainer.state.train_time:.0f} s", flush=True)
 
 
 @torch.inference_mode()
