@@ -4,8 +4,9 @@
     python benchmarks/distributed.py kills --kills 5  # kill -9 one worker, elastic restart
     python benchmarks/distributed.py speed            # samples/s and all-reduce per step
 
-``equal`` trains examples/fashion_cnn.yaml for one epoch in fp32 in 1 process and in 2
-(``--nproc 2``) and prints the largest weight difference and both test accuracies.
+``equal`` trains examples/fashion_cnn.yaml for one epoch in fp32 in 1 process, in 1 process
+computing each step as 2 ranks (``train.replicas=2``) and in 2 (``--nproc 2``), and prints
+the largest weight differences and the test accuracies.
 ``kills`` trains the digits CNN in 2 processes with ``--max-restarts``; ``--kills`` times it
 kills one worker with SIGKILL after a random delay (torchrun then restarts the workers,
 which continue from the last checkpoint) and compares the final weights with an
@@ -49,19 +50,26 @@ def metrics(run: Path) -> dict:
 
 
 def equal(tmp: Path) -> None:
+    """One process as it runs by default, one process computing each step as 2 ranks
+    (``train.replicas=2``), and 2 processes with the same config."""
     sets = ("train.epochs=1", "train.precision=fp32")
-    runs = {}
-    for n in (1, 2):
+    plans = {"1 process": (1, ()), "1 process, train.replicas=2": (1, ("train.replicas=2",)),
+             "2 processes, train.replicas=2": (2, ("train.replicas=2",))}
+    walls = {}
+    for i, (name, (n, extra)) in enumerate(plans.items()):
         t0 = time.perf_counter()
-        subprocess.run(command("fashion_cnn.yaml", tmp / f"p{n}", n, *sets), env=ENV,
+        subprocess.run(command("fashion_cnn.yaml", tmp / f"p{i}", n, *sets, *extra), env=ENV,
                        check=True)
-        runs[n] = time.perf_counter() - t0
-    for n in (1, 2):
-        m = metrics(tmp / f"p{n}")
-        print(f"{n} process(es): test accuracy {m['test']['accuracy']:.4f}, "
+        walls[name] = time.perf_counter() - t0
+    for i, name in enumerate(plans):
+        m = metrics(tmp / f"p{i}")
+        print(f"{name}: test accuracy {m['test']['accuracy']:.4f}, "
               f"{m['training']['samples_per_second']:.0f} samples/s per process, "
-              f"{runs[n]:.0f} s wall")
-    print(f"largest weight difference, 2 vs 1 processes: {max_diff(tmp / 'p1', tmp / 'p2'):.3g}")
+              f"{m['training']['seconds']:.0f} s training, {walls[name]:.0f} s wall")
+    print(f"largest weight difference, 2 processes vs 1 process: "
+          f"{max_diff(tmp / 'p0', tmp / 'p2'):.3g}")
+    print(f"largest weight difference, 2 processes vs 1 process with train.replicas=2: "
+          f"{max_diff(tmp / 'p1', tmp / 'p2'):.3g}")
 
 
 def workers(parent: int) -> list[int]:

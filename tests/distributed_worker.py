@@ -43,6 +43,7 @@ def main() -> None:
     cfg = layerwise.TrainConfig(epochs=epochs, batch_size=32, progress="quiet",
                                 checkpoint_every=0, seed=0, precision="fp32",
                                 threads=int(os.environ.get("THREADS", "1")),
+                                replicas=int(os.environ.get("REPLICAS", "1")),
                                 optimizer=OptimizerConfig(**OPT[os.environ.get("OPT", "sgd")]))
     trainer = layerwise.Trainer(cfg, loss_fn=F.cross_entropy,
                                 checkpoint_dir=os.environ.get("CKPT_DIR") or None,

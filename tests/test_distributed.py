@@ -128,6 +128,69 @@ def test_two_processes_train_one_process_weights_and_resume_in_one(tmp_path: Pat
     assert _max_diff(tmp_path / "two_two.st", tmp_path / "two_one.st") < 1e-5
 
 
+@pytest.mark.parametrize("opt", ["sgd", "adamw"])
+def test_one_process_computing_two_ranks_trains_their_weights_bit_for_bit(
+        tmp_path: Path, opt: str) -> None:
+    """train.replicas: 2 in one process: the layers with weights run once per rank's rows
+    and batch norm adds the ranks' sums in gloo's order, so its weights are bit-equal to
+    2 processes' (batch norm, dropout, an uneven last batch; Adam too, which amplifies
+    any float-order difference)."""
+    _worker(tmp_path / "one.st", 2, 1, REPLICAS="2", OPT=opt)
+    _worker(tmp_path / "two.st", 2, 2, REPLICAS="2", OPT=opt)
+    assert _max_diff(tmp_path / "one.st", tmp_path / "two.st") == 0.0
+
+
+def test_replicas_other_than_the_world_size_are_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerwise import TrainConfig, Trainer
+
+    monkeypatch.setattr(distributed, "join", lambda device: World(0, 3, 3))
+    trainer = Trainer(TrainConfig(epochs=1, replicas=2, progress="quiet"),
+                      loss_fn=F.cross_entropy)
+    with pytest.raises(ConfigError, match="train.replicas is 2 but the run has 3 processes"):
+        trainer.fit(nn.Linear(4, 2), (torch.randn(8, 4), torch.randint(0, 2, (8,))))
+
+
+class _Counting(nn.Linear):
+    rows: list[int]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(len(x))
+        return super().forward(x)
+
+
+class _Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(3))
+        self.linear = _Counting(3, 3)
+        self.linear.rows = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x * self.scale)
+
+
+def test_emulate_slices_layers_warns_of_others_and_undoes_itself() -> None:
+    model = nn.Sequential(_Scaled(), nn.BatchNorm1d(3), nn.Dropout(0.1))
+    keys = list(model.state_dict())
+    x = torch.randn(6, 3)
+    with pytest.warns(UserWarning, match=r"parameters of 0 sum their gradients"):
+        hooks = distributed.emulate(model, 2)
+    assert isinstance(model[1], RankBatchNorm) and isinstance(model[2], RankDropout)
+    model.eval()
+    with distributed.replica_window(2, 6):
+        model[0](x)
+    assert model[0].linear.rows == [3, 3]   # the linear layer ran once per rank's rows
+    model[0](x).sum().backward()
+    assert torch.equal(model[0].linear.bias.grad, torch.full((3,), 3.0))  # 6 rows / 2
+    distributed.unemulate(model, hooks)
+    model[0].linear.bias.grad = None
+    model[0](x).sum().backward()
+    assert torch.equal(model[0].linear.bias.grad, torch.full((3,), 6.0))
+    assert "forward" not in model[0].linear.__dict__ and list(model.state_dict()) == keys
+    assert type(model[1]) is nn.BatchNorm1d and type(model[2]) is nn.Dropout
+
+
 def test_phased_models_and_agents_are_refused(monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
     model = nn.Linear(2, 2)

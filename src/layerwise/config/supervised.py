@@ -497,13 +497,13 @@ class TrainConfig(_Strict):
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     batching: Literal["auto", "memory", "loader"] = Field(
         "auto", description="memory: index-slices of preloaded tensors; loader: DataLoader")
-    checkpoint_every: int = Field(500, ge=0, description="steps between checkpoints (0: epoch "
-                                  "ends only)")
-    max_nonfinite_steps: int = Field(10, gt=0, description="consecutive skipped steps "
-                                     "before training aborts")
+    checkpoint_every: int = Field(500, ge=0, description="steps between checkpoints (0: epochs)")
+    max_nonfinite_steps: int = Field(10, gt=0, description="skipped steps in a row: abort")
     telemetry_every: int = Field(25, gt=0, description="steps between per-layer gradient norms")
     progress: Literal["auto", "bar", "log", "quiet"] = "auto"
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: all cores)")
+    replicas: int = Field(1, gt=0, description="compute each step as this many data-parallel "
+                          "ranks would, in one process too (bit-equal weights on 1 or N)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if present")
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile the model: auto compiles on CUDA for runs of at "

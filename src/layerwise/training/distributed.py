@@ -17,6 +17,11 @@ those of the whole batch (:class:`RankBatchNorm`, which also runs on CPU, where 
 random state after each step, as one process would (up to the order of float additions in
 the all-reduce), and a checkpoint written by rank 0 resumes on any number of processes.
 
+One process can also compute each step as N ranks would (``train.replicas: N``, see
+:func:`emulate`): the layers that sum over the batch run once per rank's rows and the
+sums meet in the order the all-reduce adds them, so 1 and N processes train bit-equal
+weights.
+
 Exactness has limits, stated in docs/decisions.md: dropout inside fused kernels (attention
 dropout, dropout between stacked recurrent layers) draws per rank; the phased families (a
 GAN), the generative families that sample noise in their forward pass, and reinforcement
@@ -25,9 +30,12 @@ learning do not train distributed.
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -173,6 +181,25 @@ class RankDropout(nn.Dropout):
         return x * noise[rows]
 
 
+def _over_ranks(local: Callable[..., torch.Tensor], slices: list[slice] | None,
+                *rows: torch.Tensor) -> list[torch.Tensor]:
+    """``local`` of each rank's rows: this rank's alone, or, in one process computing the
+    ranks (``slices``), every rank's in rank order."""
+    if slices is None:
+        return [local(*rows)]
+    return [local(*(t[s] for t in rows)) for s in slices]
+
+
+def _all_summed(parts: list[torch.Tensor], slices: list[slice] | None) -> torch.Tensor:
+    """The sum over ranks: an all-reduce, or, in one process computing the ranks, their
+    parts added in rank order (two parts add as gloo adds them)."""
+    if slices is not None:
+        return functools.reduce(operator.add, parts)
+    out = parts[0]
+    dist.all_reduce(out)
+    return out
+
+
 class _RankBatchNormFn(torch.autograd.Function):
     """Batch norm over the rows of every rank: the sums travel, the rows stay."""
 
@@ -182,19 +209,22 @@ class _RankBatchNormFn(torch.autograd.Function):
         dims = [d for d in range(x.dim()) if d != 1]
         shape = [1, -1] + [1] * (x.dim() - 2)
         xf = x.float()
-        count = torch.tensor([xf.numel() / xf.shape[1]], dtype=torch.float64)
-        total = torch.cat([xf.sum(dims).double(), count])
-        dist.all_reduce(total)
+
+        def sums(v: torch.Tensor) -> torch.Tensor:
+            count = torch.tensor([v.numel() / v.shape[1]], dtype=torch.float64)
+            return torch.cat([v.sum(dims).double(), count])
+
+        total = _all_summed(_over_ranks(sums, _slices, xf), _slices)
         n = total[-1]
         mean = (total[:-1] / n).float()
         centred = xf - mean.view(shape)
-        sq = (centred * centred).sum(dims).double()
-        dist.all_reduce(sq)
+        sq = _all_summed(_over_ranks(lambda c: (c * c).sum(dims).double(), _slices, centred),
+                         _slices)
         var = (sq / n).float()
         invstd = torch.rsqrt(var + eps)
         xhat = centred * invstd.view(shape)
         ctx.save_for_backward(xhat, weight, invstd)
-        ctx.n, ctx.dims, ctx.shape = float(n), dims, shape
+        ctx.n, ctx.dims, ctx.shape, ctx.slices = float(n), dims, shape, _slices
         y = xhat * weight.view(shape) + bias.view(shape)
         return y.to(x.dtype), mean, var * (float(n) / max(float(n) - 1, 1.0))
 
@@ -203,10 +233,11 @@ class _RankBatchNormFn(torch.autograd.Function):
         xhat, weight, invstd = ctx.saved_tensors
         dims, shape, n = ctx.dims, ctx.shape, ctx.n
         g = dy.float()
-        local = torch.stack([g.sum(dims), (g * xhat).sum(dims)])   # [2, C]
-        both = local.double()
-        dist.all_reduce(both)
-        sum_g, sum_gx = both.float()
+        parts = _over_ranks(lambda gr, xr: torch.stack([gr.sum(dims), (gr * xr).sum(dims)]),
+                            ctx.slices, g, xhat)   # [2, C] per rank
+        # each rank's own sums are its parameter gradients (DDP adds them up)
+        local = functools.reduce(operator.add, parts)
+        sum_g, sum_gx = _all_summed([p.double() for p in parts], ctx.slices).float()
         dx = (weight * invstd).view(shape) / n * (
             n * g - sum_g.view(shape) - xhat * sum_gx.view(shape))
         return dx.to(dy.dtype), local[1], local[0], None
@@ -264,6 +295,89 @@ def convert(model: nn.Module, to_rank: bool = True) -> None:
         new = _swap(child, to_rank)
         if new is not child:
             setattr(model, name, new)
+
+
+# ------------------------------------------------------------ the ranks in one process
+_slices: list[slice] | None = None   # every rank's rows, while one process computes them
+_size = 1                            # ... and how many ranks it computes
+SLICED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+          nn.ConvTranspose3d, nn.Embedding, nn.LayerNorm, nn.GroupNorm)   # rows apart
+
+
+@contextmanager
+def replica_window(size: int, n: int) -> Iterator[list[slice]]:
+    """While one process computes an ``n``-row batch as ``size`` ranks would: the rows of
+    each rank (yielded), which the layers of :func:`emulate` compute apart."""
+    global _window, _slices, _size
+    slices = [s for s in (World(r, size, size).rows(n) for r in range(size))
+              if s.stop > s.start]
+    _window, _slices, _size = (n, slice(0, n), 1.0), slices, size
+    try:
+        yield slices
+    finally:
+        _window, _slices, _size = None, None, 1
+
+
+def _by_rank(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """A layer's forward run once per rank's rows: its weight gradients are then each
+    rank's own sums, added as DDP adds them."""
+    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
+        if _slices is None or not isinstance(x, torch.Tensor) or x.dim() == 0 \
+                or _window is None or x.shape[0] != _window[0]:
+            return forward(x, *args, **kwargs)
+        return torch.cat([forward(x[s], *args, **kwargs) for s in _slices])
+    run.by_rank = True  # type: ignore[attr-defined]
+    return run
+
+
+def emulate(model: nn.Module, size: int) -> list[Any]:
+    """Make one process compute each step of ``model`` as ``size`` ranks would: batch norm
+    and dropout as :func:`convert` makes them, the layers with weights (:data:`SLICED`)
+    once per rank's rows, and each gradient multiplied by 1/N as DDP multiplies it (the
+    hooks returned). A parameter of another layer sums its gradient over the whole batch
+    at once, which matches the ranks only up to float order: said in a warning."""
+    convert(model)
+    scale = 1.0 / size
+    hooks = [p.register_hook(lambda g: g * scale) for p in model.parameters()
+             if p.requires_grad]
+    norm = nn.modules.batchnorm._BatchNorm
+    apart = []
+    for name, module in model.named_modules():
+        if isinstance(module, SLICED):
+            module.forward = _by_rank(module.forward)  # type: ignore[method-assign]
+        elif not isinstance(module, norm) and any(
+                p.requires_grad for p in module.parameters(recurse=False)):
+            apart.append(name or type(module).__name__)
+    if apart:
+        warnings.warn(f"train.replicas: {size}: the parameters of {', '.join(apart)} sum "
+                      "their gradients over the whole batch, so they match "
+                      f"{size} processes up to float order, not bit for bit", stacklevel=2)
+    return hooks
+
+
+def unemulate(model: nn.Module, hooks: list[Any]) -> None:
+    """Undo :func:`emulate` (the layers keep their parameters and keys)."""
+    for hook in hooks:
+        hook.remove()
+    for module in model.modules():
+        if getattr(module.__dict__.get("forward"), "by_rank", False):
+            del module.__dict__["forward"]
+    convert(model, to_rank=False)
+
+
+def replica_loss(trainer: Any, inputs: Any, targets: Any) -> torch.Tensor:
+    """The step's loss as the ranks make it: each rank's mean loss over its rows, weighted
+    by its share, added in rank order (N times the batch's mean loss: DDP's 1/N is applied
+    to the gradients, by the hooks of :func:`emulate`)."""
+    n = _window[0] if _window is not None else 0
+    model = trainer.forward_module
+    outputs = model(inputs)
+    parts = []
+    for rows in _slices or ():
+        loss = trainer.compute_loss(model, take_rows(outputs, rows), take_rows(targets, rows))
+        share = (rows.stop - rows.start) * _size / n   # as World.share
+        parts.append(loss * share)
+    return functools.reduce(operator.add, parts)
 
 
 class _Parallel(nn.parallel.DistributedDataParallel):

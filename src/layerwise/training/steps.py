@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from layerwise.training.distributed import loss_share
+from layerwise.training.distributed import loss_share, replica_loss
 from layerwise.training.phases import Phases
 from layerwise.training.trees import batch_len
 
@@ -45,11 +45,14 @@ class PlainStep:
                  autocast: Callable[[], AbstractContextManager[Any]]) -> Outcome | None:
         t, st, acc = self.trainer, self.trainer.state, self.trainer.config.accumulate
         with autocast():
-            loss = t.training_step(t.forward_module, (inputs, targets))
+            loss = replica_loss(t, inputs, targets) if t.replicas > 1 else \
+                t.training_step(t.forward_module, (inputs, targets))
         if t.world is not None:  # this rank's part of the batch's mean loss
             loss = loss * loss_share()
         scaled = loss / acc if acc > 1 else loss
         (t.scaler.scale(scaled) if t.scaler else scaled).backward()
+        if t.replicas > 1:  # the ranks' sum: their mean, as the all-reduce reports it
+            loss = loss / t.replicas
         self.step_loss = loss.detach() if self.step_loss is None else \
             self.step_loss + loss.detach()
         st.batch += 1

@@ -166,6 +166,8 @@ class Trainer:
         self.scaler: torch.amp.GradScaler | None = None
         self.forward_module: nn.Module | None = None   # the model, compiled or parallel
         self.world: distributed.World | None = None    # set by fit under torchrun
+        self.replicas = 1   # ranks one process computes each step as (train.replicas)
+        self._replica_hooks: list[Any] = []
         self._stream: dict[str, Any] | None = None     # streamed training data's identity
 
     # -- the parts a subclass may override ------------------------------------------------
@@ -218,7 +220,7 @@ class Trainer:
         if saved is None or not saved.get("choices"):  # after the config checks above
             batch = to_device(next(iter(batches.epoch(0))), device, channels_last)
             settle(choices, cfg, model, batch, device, lambda m: self.training_step(m, batch))
-        if self.world is not None:
+        if self.world is not None or self.replicas > 1:
             choices = self._agree(choices, self.world)
         torch.set_num_threads(choices.threads)
         self.scaler = grad_scaler(choices, device)
@@ -246,30 +248,44 @@ class Trainer:
             cb.on_fit_end(self, result)
         if self.world is not None:
             distributed.convert(model, to_rank=False)
+        if self.replicas > 1:
+            distributed.unemulate(model, self._replica_hooks)
         return result
 
     def _join(self, model: nn.Module, device: torch.device) -> distributed.World | None:
         """Under torchrun: join the run's process group and make the model's batch-norm and
         dropout layers see the whole batch (see :mod:`layerwise.training.distributed`)."""
         world = distributed.join(device)
-        if world is None:
+        size = getattr(self.config, "replicas", 1)
+        self.replicas = size if world is None else 1
+        if world is not None and size not in (1, world.size):
+            raise ConfigError(f"train.replicas is {size} but the run has {world.size} "
+                              f"processes: run --nproc {size}, or drop train.replicas")
+        if world is None and size == 1:
             return None
         distributed.check_model(model)
         if getattr(self.config, "adversarial", None) is not None:
-            raise ConfigError("train.adversarial trains in one process; drop --nproc")
+            raise ConfigError("train.adversarial trains in one process; drop --nproc and "
+                              "train.replicas")
+        if world is None:  # one process computing each step as the ranks would
+            self._replica_hooks = distributed.emulate(model, size)
+            return None
         distributed.convert(model)
         return world
 
-    def _agree(self, choices: Choices, world: distributed.World) -> Choices:
+    def _agree(self, choices: Choices, world: distributed.World | None) -> Choices:
         """Rank 0's choices on every rank (they change the arithmetic), with the threads
-        of this rank's share of the machine's cores."""
+        of this rank's share of the machine's cores; one process computing the ranks
+        (train.replicas) takes one rank's threads, for a rank's arithmetic."""
         import os
 
-        agreed = Choices.from_dict(world.agree(choices.as_dict()))
+        agreed = Choices.from_dict(world.agree(choices.as_dict())) if world else choices
+        local = world.local_size if world else self.replicas
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else os.cpu_count() or 1
-        agreed.threads = self.config.threads or max(1, cores // world.local_size)
-        agreed.reasons["threads"] = f"{world.local_size} processes share {cores} cores"
+        agreed.threads = self.config.threads or max(1, cores // local)
+        agreed.reasons["threads"] = f"{local} processes share {cores} cores" if world else \
+            f"a rank's share of {cores} cores (train.replicas: {local})"
         self.choices = agreed
         return agreed
 
@@ -368,7 +384,10 @@ class Trainer:
             targets = to_device(targets, device, False)
             if self.augment:
                 inputs = self.augment(inputs)
-            if self.world is None:
+            if self.replicas > 1:  # the ranks' rows, in this process
+                with distributed.replica_window(self.replicas, batch_len(targets, inputs)):
+                    outcome = run.strategy(inputs, targets, autocast)
+            elif self.world is None:
                 outcome = run.strategy(inputs, targets, autocast)
             else:  # this rank's rows; random layers draw for the whole batch
                 with distributed.batch_window(self.world, batch_len(targets, inputs)) as r:
