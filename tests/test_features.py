@@ -249,6 +249,26 @@ def test_image_arrays_become_nchw(tmp_path: Path, shape: tuple[int, ...], channe
     assert enc.scale == 255.0 and len(enc.mean) == channels
 
 
+def test_image_statistics_do_not_depend_on_the_thread_count(tmp_path: Path) -> None:
+    # regression: a parallel float32 mean made the normalization (and so every weight)
+    # differ by an ulp between a 2-thread process and the 1-thread ranks of torchrun
+    pixels = np.random.default_rng(5).integers(0, 256, (3000, 2, 28, 28)).astype(np.uint8)
+    stats = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            enc = ImageEncoder(image_config(tmp_path / "x.npz").inputs[0])
+            enc.fit(pixels)
+            stats.append((enc.mean, enc.std))
+    finally:
+        torch.set_num_threads(threads)
+    assert stats[0] == stats[1]
+    exact = pixels.astype(np.float64) / 255.0
+    assert np.allclose(stats[0][0], exact.mean(axis=(0, 2, 3)), rtol=1e-7)
+    assert np.allclose(stats[0][1], exact.std(axis=(0, 2, 3), ddof=1), rtol=1e-7)
+
+
 def test_channels_last_images_keep_their_pixels(tmp_path: Path) -> None:
     pixels = np.random.default_rng(1).integers(0, 256, (4, 5, 6, 3)).astype(np.uint8)
     enc = ImageEncoder(image_config(tmp_path / "x.npz").inputs[0])

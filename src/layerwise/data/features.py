@@ -421,13 +421,17 @@ class ImageEncoder(Encoder):
         return x
 
     def fit(self, values: np.ndarray) -> None:
-        x = torch.as_tensor(values, dtype=torch.float32)
-        self.scale = 255.0 if float(x.max()) > 1.0 + 1e-6 else 1.0
-        if float(x.max()) > 255.0 + 1e-6:
-            self.scale = float(x.max())
-        x = x / self.scale
-        self.mean = x.mean(dim=(0, 2, 3)).tolist()
-        self.std = [s or 1.0 for s in x.std(dim=(0, 2, 3)).tolist()]
+        # numpy's float64 sums, one channel at a time: a parallel float32 reduction would
+        # make the statistics (and so every weight) depend on the thread count
+        top = float(np.max(values))
+        self.scale = 255.0 if top > 1.0 + 1e-6 else 1.0
+        if top > 255.0 + 1e-6:
+            self.scale = top
+        self.mean, self.std = [], []
+        for c in range(values.shape[1]):
+            x = np.asarray(values[:, c], dtype=np.float64) / np.float64(self.scale)
+            self.mean.append(float(np.float32(x.mean())))
+            self.std.append(float(np.float32(x.std(ddof=1))) or 1.0)
 
     def transform(self, values: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(values).to(torch.float32) / self.scale
