@@ -140,6 +140,17 @@ def test_one_process_computing_two_ranks_trains_their_weights_bit_for_bit(
     assert _max_diff(tmp_path / "one.st", tmp_path / "two.st") == 0.0
 
 
+def test_a_two_rank_checkpoint_resumes_bit_for_bit_in_one_process_of_two_replicas(
+        tmp_path: Path) -> None:
+    ckpt2 = tmp_path / "ckpt2"
+    _worker(tmp_path / "first.st", 1, 2, CKPT_DIR=str(ckpt2), REPLICAS="2")
+    shutil.copytree(ckpt2, tmp_path / "ckpt1")
+    _worker(tmp_path / "two_two.st", 2, 2, CKPT_DIR=str(ckpt2), RESUME="1", REPLICAS="2")
+    _worker(tmp_path / "two_one.st", 2, 1, CKPT_DIR=str(tmp_path / "ckpt1"), RESUME="1",
+            REPLICAS="2")
+    assert _max_diff(tmp_path / "two_two.st", tmp_path / "two_one.st") == 0.0
+
+
 def test_replicas_other_than_the_world_size_are_refused(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from layerwise import TrainConfig, Trainer
@@ -148,6 +159,19 @@ def test_replicas_other_than_the_world_size_are_refused(
     trainer = Trainer(TrainConfig(epochs=1, replicas=2, progress="quiet"),
                       loss_fn=F.cross_entropy)
     with pytest.raises(ConfigError, match="train.replicas is 2 but the run has 3 processes"):
+        trainer.fit(nn.Linear(4, 2), (torch.randn(8, 4), torch.randint(0, 2, (8,))))
+
+
+def test_replicas_refuse_a_trainer_with_its_own_training_step() -> None:
+    from layerwise import TrainConfig, Trainer
+
+    class Custom(Trainer):
+        def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
+            return super().training_step(model, batch) * 2
+
+    trainer = Custom(TrainConfig(epochs=1, replicas=2, progress="quiet"),
+                     loss_fn=F.cross_entropy)
+    with pytest.raises(ConfigError, match="overrides training_step"):
         trainer.fit(nn.Linear(4, 2), (torch.randn(8, 4), torch.randint(0, 2, (8,))))
 
 

@@ -267,6 +267,10 @@ class Trainer:
         if getattr(self.config, "adversarial", None) is not None:
             raise ConfigError("train.adversarial trains in one process; drop --nproc and "
                               "train.replicas")
+        if world is None and type(self).training_step is not Trainer.training_step:
+            raise ConfigError("train.replicas computes each rank's loss with compute_loss; "
+                              "this Trainer overrides training_step: run --nproc "
+                              f"{size}, or drop train.replicas")
         if world is None:  # one process computing each step as the ranks would
             self._replica_hooks = distributed.emulate(model, size)
             return None
