@@ -236,11 +236,12 @@ def evaluate_model(model: torch.nn.Module, schema: Any, data: TensorData,
 def _outputs(model: torch.nn.Module, schema: Any, data: TensorData, batch_size: int
              ) -> dict[str, torch.Tensor]:
     """The model's outputs on every row, in batches (per-row sums for language models)."""
-    from layerwise.data.batching import take
+    from layerwise.data.batching import inference_rows, take
 
     n = len(data)
     outs = []
     heads = getattr(model, "heads", {})
+    batch_size = inference_rows(model, data.inputs, batch_size)
     for s in range(0, n, batch_size):
         idx = torch.arange(s, min(n, s + batch_size))
         out = model(take(data.inputs, idx))

@@ -17,7 +17,7 @@ import torch
 
 from layerwise import artifact as art
 from layerwise.data import sources
-from layerwise.data.batching import TensorData, take
+from layerwise.data.batching import TensorData, inference_rows, take
 from layerwise.data.build import encode_rows
 from layerwise.data.features import BinaryEncoder, CategoryEncoder, NumericEncoder
 from layerwise.data.table import Table
@@ -122,6 +122,8 @@ class Predictor:
     def forward(self, data: TensorData, batch_size: int = 1024) -> dict[str, torch.Tensor]:
         n = len(data)
         outs: list[dict[str, torch.Tensor]] = []
+        if n > 256:  # large inputs: batches that fit in memory (a server's stay as they come)
+            batch_size = inference_rows(self._runner, data.inputs, batch_size)
         for start in range(0, n, batch_size):
             idx = torch.arange(start, min(n, start + batch_size))
             outs.append(self._runner(take(data.inputs, idx)))

@@ -39,12 +39,13 @@ def count_rows(inputs: dict[str, Any]) -> int:
 @torch.inference_mode()
 def embed(model: Any, inputs: dict[str, Any], batch_size: int = 256) -> np.ndarray | None:
     """Backbone features ``[N, F]`` of encoded inputs, or None for a model without one."""
-    from layerwise.data.batching import take
+    from layerwise.data.batching import inference_rows, take
 
     backbone = getattr(model, "backbone", None)
     if backbone is None or not hasattr(model, "heads"):
         return None
     n = count_rows(inputs)
+    batch_size = inference_rows(backbone, inputs, batch_size)
     parts = []
     for s in range(0, n, batch_size):
         h = backbone(take(inputs, torch.arange(s, min(n, s + batch_size))))
