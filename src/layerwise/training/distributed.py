@@ -30,6 +30,7 @@ learning do not train distributed.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import operator
@@ -114,7 +115,16 @@ def join(device: torch.device) -> World | None:
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=TIMEOUT)
+        atexit.register(_leave)
     return world
+
+
+def _leave() -> None:
+    """Leave the process group before the interpreter ends: a gloo group still alive at
+    teardown can abort the process ("terminate called without an active exception"),
+    which fails a run that had finished."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def check_model(model: nn.Module) -> None:
