@@ -168,6 +168,19 @@ def test_full_queue_is_503_and_a_slow_answer_504(models: dict[str, Path],
     assert r.status_code == 504
 
 
+def _one_runs_one_waits(slow: Slow, submit: Any) -> list[Any]:
+    """Two requests for a 1-slot queue, the second sent once the first is running (sent
+    together, both could reach the queue before the batcher takes one: a 503 for the
+    second, seen once in CI)."""
+    first = submit(0)
+    calls = len(slow.calls)
+    for _ in range(200):
+        if len(slow.calls) > calls:
+            break
+        time.sleep(0.01)
+    return [first, submit(1)]
+
+
 def test_a_full_queue_refuses_from_the_headers_and_keeps_the_connection(
         models: dict[str, Path], tmp_path: Path) -> None:
     """Under overload the 503 is decided before the body is read: a body that is not even
@@ -178,8 +191,8 @@ def test_a_full_queue_refuses_from_the_headers_and_keeps_the_connection(
                         "timeout_s": 5, "cache_size": 0}}
     with running({"mlp": slow}, tmp_path, **cfg) as (c, st):
         with ThreadPoolExecutor(2) as pool:  # one runs, one waits: the queue is full
-            busy = [pool.submit(c.post, "/v1/models/mlp/predict", json={"rows": rows(1, i)})
-                    for i in range(2)]
+            busy = _one_runs_one_waits(slow, lambda i: pool.submit(
+                c.post, "/v1/models/mlp/predict", json={"rows": rows(1, i)}))
             for _ in range(100):
                 if st.models["mlp"].batcher.queue.full():
                     break
@@ -198,9 +211,9 @@ def test_a_full_queue_refuses_from_the_headers_and_keeps_the_connection(
     assert after.status_code == 422 and ok.status_code == 200  # the queue drained
     with running({"mlp": slow}, tmp_path, token="s3cret", **cfg) as (c, st):
         with ThreadPoolExecutor(2) as pool:
-            busy = [pool.submit(c.post, "/v1/models/mlp/predict", json={"rows": rows(1, i)},
-                                headers={"authorization": "Bearer s3cret"})
-                    for i in range(2)]
+            busy = _one_runs_one_waits(slow, lambda i: pool.submit(
+                c.post, "/v1/models/mlp/predict", json={"rows": rows(1, i)},
+                headers={"authorization": "Bearer s3cret"}))
             for _ in range(100):
                 if st.models["mlp"].batcher.queue.full():
                     break
