@@ -280,3 +280,23 @@ def test_a_failed_worker_fails_the_command(tmp_path: Path) -> None:
     from layerwise.cli import main
 
     assert main(["train", str(tmp_path / "missing.yaml"), "--nproc", "2", "-q"]) != 0
+
+
+def test_replicas_undo_their_layers_when_training_raises() -> None:
+    from layerwise import TrainConfig, Trainer
+    from layerwise.training import Callback
+
+    class Boom(Callback):
+        def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
+            raise RuntimeError("boom")
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.1))
+    trainer = Trainer(TrainConfig(epochs=2, replicas=2, progress="quiet"),
+                      loss_fn=F.cross_entropy, callbacks=[Boom()])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(model, (torch.randn(16, 4), torch.randint(0, 4, (16,))))
+    assert type(model[1]) is nn.BatchNorm1d and type(model[2]) is nn.Dropout
+    assert "forward" not in model[0].__dict__
+    model[0].bias.grad = None
+    model[0](torch.randn(6, 4)).sum().backward()   # no 1/N gradient hook is left
+    assert torch.equal(model[0].bias.grad, torch.full((4,), 6.0))

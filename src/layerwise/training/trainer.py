@@ -206,6 +206,15 @@ class Trainer:
         ckpt.seed_all(cfg.seed)
         device = torch.device(choices.device)
         self.world = self._join(model, device)
+        try:
+            return self._fit_joined(model, train_data, validation, saved, choices, device)
+        finally:  # the model leaves as it came, also when training raises
+            self._leave(model)
+
+    def _fit_joined(self, model: nn.Module, train_data: Any, validation: Any,
+                    saved: dict[str, Any] | None, choices: Choices, device: torch.device
+                    ) -> FitResult:
+        cfg = self.config
         channels_last = choices.memory_format == "channels_last"
         model.to(device)
         if channels_last:
@@ -246,11 +255,15 @@ class Trainer:
                            {"epoch": self.state.best_epoch + 1, "value": self.state.best})
         for cb in run.callbacks:
             cb.on_fit_end(self, result)
+        return result
+
+    def _leave(self, model: nn.Module) -> None:
+        """Undo what :meth:`_join` did to the model's layers."""
         if self.world is not None:
             distributed.convert(model, to_rank=False)
         if self.replicas > 1:
             distributed.unemulate(model, self._replica_hooks)
-        return result
+            self._replica_hooks = []
 
     def _join(self, model: nn.Module, device: torch.device) -> distributed.World | None:
         """Under torchrun: join the run's process group and make the model's batch-norm and
