@@ -181,6 +181,66 @@ def test_init_from_copies_the_encoder_and_changes_the_starting_weights(simclr_ru
     assert heads and all(torch.equal(sd[k], sd0[k]) for k in heads)  # heads start fresh
 
 
+def test_init_lr_gives_the_copied_tensors_their_own_rate(simclr_run: Any) -> None:
+    from layerwise.api import build_for
+    from layerwise.files import load_safetensors
+
+    saved = load_safetensors(simclr_run.model_dir / "model.safetensors")
+    cfg = parse(_digits(labelled=60))
+    cfg.model.init_from, cfg.model.init_lr = str(simclr_run.model_dir), 0.1
+    model = build_for(cfg, build(cfg))
+    fresh, warm = model.param_groups(1e-3)
+    params = dict(model.named_parameters())
+    assert fresh["lr"] == 1e-3 and warm["lr"] == pytest.approx(1e-4)
+    assert {id(p) for p in warm["params"]} == {id(params[k]) for k in saved if k in params}
+    assert {id(p) for p in fresh["params"]} == {id(p) for k, p in params.items()
+                                                if k not in saved}  # the heads
+    plain = parse(_digits(labelled=60))  # the default: one rate, no groups
+    plain.model.init_from = str(simclr_run.model_dir)
+    assert build_for(plain, build(plain)).param_groups(1e-3) is None
+
+
+def test_init_frozen_epochs_keep_the_encoder_fixed_then_train_it(simclr_run: Any,
+                                                                 tmp_path: Any) -> None:
+    import torch
+
+    from layerwise.api import build_for, train
+    from layerwise.files import load_safetensors
+
+    saved = load_safetensors(simclr_run.model_dir / "model.safetensors")
+    cfg = _digits(labelled=60)
+    cfg["model"].update(init_from=str(simclr_run.model_dir), init_frozen_epochs=1,
+                        init_lr=0.5)
+    cfg["train"].update(epochs=1, precision="fp32")
+    first = load_safetensors(train(cfg, output=tmp_path / "one").model_dir
+                             / "model.safetensors")
+    start = build_for(parse(cfg), build(parse(cfg)))
+    weights = [k for k, _ in start.named_parameters() if k in saved]  # not the BN buffers
+    assert weights and all(torch.equal(first[k], saved[k]) for k in weights)  # fixed
+    heads = [k for k, _ in start.named_parameters() if k.startswith("heads.")]
+    assert heads and not any(torch.equal(first[k], start.state_dict()[k]) for k in heads)
+    cfg["train"]["epochs"] = 2  # epoch 2 trains the copied tensors too
+    second = load_safetensors(train(cfg, output=tmp_path / "two").model_dir
+                              / "model.safetensors")
+    assert not any(torch.equal(second[k], saved[k]) for k in weights)
+
+
+def test_a_run_with_frozen_epochs_resumes_exactly(simclr_run: Any, tmp_path: Any) -> None:
+    from layerwise.api import train
+    from tests.model_helpers import Crash
+    from tests.test_training_exact import assert_identical, weights
+
+    cfg = _digits(labelled=60)  # 2 steps per epoch; a checkpoint at step 3 (epoch 2)
+    cfg["model"].update(init_from=str(simclr_run.model_dir), init_frozen_epochs=1,
+                        init_lr=0.3)
+    cfg["train"].update(epochs=3, precision="fp32")
+    ref = train(cfg, output=tmp_path / "ref")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, output=tmp_path / "run", callbacks=[Crash(5)])
+    resumed = train(cfg, output=tmp_path / "run", resume=True)
+    assert_identical(weights(ref.model_dir), weights(resumed.model_dir))
+
+
 def test_init_from_refuses_other_shapes_naming_the_tensor(simclr_run: Any) -> None:
     from layerwise.api import build_for
 
@@ -361,3 +421,18 @@ def test_init_from_is_found_beside_the_config_file(simclr_run: Any, tmp_path: An
     cfg["model"]["init_from"] = "enc"  # relative: the config's folder, then the current one
     (folder / "ft.yaml").write_text(yaml.safe_dump(cfg))
     assert parse(folder / "ft.yaml").model.init_from == str(folder / "enc")
+
+
+def test_init_lr_is_refused_by_a_family_with_its_own_rates() -> None:
+    from torch import nn
+
+    from layerwise.models.model import LayerwiseModel
+
+    class ByDepth(nn.Linear):  # a backbone that sets its rates itself (as pretrained)
+        def param_groups(self, lr: float) -> list[dict[str, Any]]:
+            return [{"params": list(self.parameters()), "lr": lr}]
+
+    model = LayerwiseModel(ByDepth(2, 2), [])
+    model.warm_settings(["backbone.weight"], 1.0, 0)  # the defaults: nothing to refuse
+    with pytest.raises(ConfigError, match="sets its own rates by depth"):
+        model.warm_settings(["backbone.weight"], 0.5, 0)

@@ -83,7 +83,8 @@ def build_for(cfg: Config, ds: Dataset) -> LayerwiseModel:
     if init_from:  # a pre-trained encoder's weights (layerwise pretrain)
         from layerwise.pretrain.warm_start import warm_start
 
-        ds.info["init_from"] = warm_start(model, init_from)
+        ds.info["init_from"] = warm_start(model, init_from, cfg.model.init_lr,
+                                          cfg.model.init_frozen_epochs)
     return model
 
 

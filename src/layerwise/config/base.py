@@ -69,6 +69,15 @@ class _Family(_Strict):
                                   "models:/NAME@alias): every tensor whose name and shape "
                                   "match is copied, and its fitted input encoders (the text "
                                   "tokenizer) are reused")
+    init_lr: float = Field(1.0, gt=0.0, le=1.0, description="with init_from: the copied "
+                           "tensors train at train.optimizer.lr × init_lr, the new layers "
+                           "(the heads) at lr (1: one rate; 0.1 keeps more of what "
+                           "pre-training learned); no effect without init_from, so a "
+                           "from-scratch comparison only sets init_from: null")
+    init_frozen_epochs: int = Field(0, ge=0, description="with init_from: the copied "
+                                    "tensors stay fixed for the first N epochs while the "
+                                    "new layers fit (a linear probe), then train (at "
+                                    "init_lr)")
 
     @field_validator("*")
     @classmethod

@@ -27,6 +27,23 @@ class LayerwiseModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict({h.name: h for h in heads})
+        # model.init_from: the parameters copied from a pre-trained encoder, their rate
+        # (× lr) and the epochs they stay fixed (see warm_settings)
+        self.warm: list[nn.Parameter] = []
+        self.warm_lr, self.warm_frozen_epochs = 1.0, 0
+
+    def warm_settings(self, names: list[str], lr: float, frozen_epochs: int) -> None:
+        """The parameters ``names`` came from a pre-trained encoder (``model.init_from``):
+        they train at ``lr`` × the optimizer's rate and stay fixed for the first
+        ``frozen_epochs`` epochs (:meth:`train_epoch_start`, resumes included)."""
+        if lr == 1.0 and frozen_epochs == 0:
+            return
+        if getattr(self.backbone, "param_groups", None) is not None:
+            raise ConfigError("model.init_lr / init_frozen_epochs: this family sets its own "
+                              "rates by depth (lr_decay, finetune); use those")
+        params = dict(self.named_parameters())
+        self.warm = [params[n] for n in names if n in params]
+        self.warm_lr, self.warm_frozen_epochs = lr, frozen_epochs
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         h = self.backbone(inputs)  # [B, F]
@@ -40,6 +57,13 @@ class LayerwiseModel(nn.Module):
         """Optimizer groups of a backbone that trains its parts at different rates
         (models/pretrained.py), the heads joining its first group; None for one rate."""
         groups = getattr(self.backbone, "param_groups", None)
+        if groups is None and self.warm:  # model.init_from: the copied tensors apart
+            warm = {id(p) for p in self.warm}
+            return [g for g in ({"params": [p for p in self.parameters()
+                                            if id(p) not in warm and p.requires_grad],
+                                 "lr": lr},
+                                {"params": self.warm, "lr": lr * self.warm_lr})
+                    if g["params"]]
         if groups is None:
             return None
         out: list[dict[str, Any]] = groups(lr)
@@ -47,7 +71,12 @@ class LayerwiseModel(nn.Module):
         return [g for g in out if g["params"]]
 
     def train_epoch_start(self, epoch: int) -> None:
-        """Passed on to the backbone (e.g. gradual unfreezing); the Trainer calls it."""
+        """Passed on to the backbone (e.g. gradual unfreezing); the Trainer calls it. The
+        tensors copied by ``model.init_from`` are fixed before epoch
+        ``init_frozen_epochs`` (a frozen parameter has no gradient: the optimizer skips it)."""
+        if self.warm and self.warm_frozen_epochs:
+            for p in self.warm:
+                p.requires_grad_(epoch >= self.warm_frozen_epochs)
         hook = getattr(self.backbone, "train_epoch_start", None)
         if hook is not None:
             hook(epoch)

@@ -20,9 +20,13 @@ from layerwise.errors import ConfigError
 from layerwise.files import check_finite, load_safetensors
 
 
-def warm_start(model: nn.Module, ref: str) -> dict[str, Any]:
+def warm_start(model: nn.Module, ref: str, lr: float = 1.0, frozen_epochs: int = 0
+               ) -> dict[str, Any]:
     """Copy the matching tensors of the artifact ``ref`` names into ``model``; returns
-    ``{"path", "copied", "tensors"}`` (what was copied, of how many the model has)."""
+    ``{"path", "copied", "tensors"}`` (what was copied, of how many the model has). The
+    copied tensors then train at ``lr`` × the optimizer's rate and stay fixed for the
+    first ``frozen_epochs`` epochs (``model.init_lr``, ``model.init_frozen_epochs``;
+    :meth:`LayerwiseModel.warm_settings`)."""
     path, meta = read(ref)
     tensors = load_safetensors(path / WEIGHTS)
     own = model.state_dict()
@@ -42,5 +46,11 @@ def warm_start(model: nn.Module, ref: str) -> dict[str, Any]:
     with torch.no_grad():
         for k in matched:
             own[k].copy_(tensors[k].to(own[k].dtype))
+    if lr != 1.0 or frozen_epochs:  # model.init_lr, model.init_frozen_epochs
+        settings = getattr(model, "warm_settings", None)
+        if settings is None:
+            raise ConfigError("model.init_lr / init_frozen_epochs need a model with output "
+                              f"heads; {type(model).__name__} trains as one piece")
+        settings(matched, lr, frozen_epochs)
     return {"path": str(path), "objective": meta.get("objective"), "copied": len(matched),
             "tensors": len(own)}
