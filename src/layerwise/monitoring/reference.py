@@ -30,21 +30,15 @@ EMBED_DIMS = 32
 PREDICT_ROWS = 5000  # held-out rows whose predicted classes form the reference
 
 
-def count_rows(inputs: dict[str, Any]) -> int:
-    """Rows of encoded inputs (a text input is a dict of tensors)."""
-    first = next(iter(inputs.values()))
-    return len(next(iter(first.values())) if isinstance(first, dict) else first)
-
-
 @torch.inference_mode()
 def embed(model: Any, inputs: dict[str, Any], batch_size: int = 256) -> np.ndarray | None:
     """Backbone features ``[N, F]`` of encoded inputs, or None for a model without one."""
-    from layerwise.data.batching import inference_rows, take
+    from layerwise.data.batching import first_len, inference_rows, take
 
     backbone = getattr(model, "backbone", None)
     if backbone is None or not hasattr(model, "heads"):
         return None
-    n = count_rows(inputs)
+    n = first_len(inputs)
     batch_size = inference_rows(backbone, inputs, batch_size)
     parts = []
     for s in range(0, n, batch_size):
@@ -78,9 +72,9 @@ def _frequencies(values: list[str]) -> dict[str, float]:
 def model_part(model: Any, schema: Any, inputs: dict[str, Any], seed: int = 0
                ) -> dict[str, Any]:
     """``_embedding`` (images and texts only) and ``_predictions`` from encoded rows."""
-    from layerwise.data.batching import take
+    from layerwise.data.batching import first_len, take
 
-    n = count_rows(inputs)
+    n = first_len(inputs)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(n, generator=g)[:EMBED_ROWS]
     part: dict[str, Any] = {}
