@@ -18,7 +18,7 @@ import torch
 from layerwise.config import load_yaml, parse
 from layerwise.recommend import data as rdata
 from layerwise.recommend.metrics import ranking_metrics
-from layerwise.recommend.ranking import ranking_data
+from layerwise.recommend.ranking import candidate_scores, ranking_data
 from layerwise.recommend.recommender import Recommender
 
 WINDOW_DAYS = 730
@@ -28,7 +28,7 @@ def main(model_dir: str, config: str = "examples/movielens_sasrec.yaml") -> None
     cfg = parse(load_yaml(config))
     d = rdata.build(cfg.interactions)
     df = rdata.read(cfg.interactions)
-    model = Recommender.load(model_dir).model.eval()
+    model = Recommender.load(model_dir).model
     users = df[cfg.interactions.user].astype(str).to_numpy()
     times = df[cfg.interactions.time].astype(float).to_numpy()
     split = rdata.leave_last_out(users, times)
@@ -53,9 +53,7 @@ def main(model_dir: str, config: str = "examples/movielens_sasrec.yaml") -> None
         when = {uix[u]: t for u, t, s in zip(users, times, split) if s == code}
         qt = torch.tensor([when[int(u)] for u in held[:, 0]])
         qy = torch.tensor(pd.to_datetime(qt.numpy(), unit="s").year.to_numpy())
-        with torch.inference_mode():
-            scores = torch.cat([model({k: v[i:i + 256] for k, v in rows.inputs.items()})
-                                ["scores"].float() for i in range(0, len(cands), 256)])
+        scores = candidate_scores(model, rows)
         age = age_ratio[(qy[:, None] - year[cands]).clamp(-5, 60) + 5]
         window = torch.zeros_like(scores)
         for r in range(len(cands)):

@@ -57,15 +57,14 @@ class LayerwiseModel(nn.Module):
         """Optimizer groups of a backbone that trains its parts at different rates
         (models/pretrained.py), the heads joining its first group; None for one rate."""
         groups = getattr(self.backbone, "param_groups", None)
-        if groups is None and self.warm:  # model.init_from: the copied tensors apart
+        if groups is None and not self.warm:
+            return None
+        if groups is None:  # model.init_from: the copied tensors at their own rate
             warm = {id(p) for p in self.warm}
-            return [g for g in ({"params": [p for p in self.parameters()
-                                            if id(p) not in warm and p.requires_grad],
-                                 "lr": lr},
+            fresh = [p for p in self.parameters() if id(p) not in warm and p.requires_grad]
+            return [g for g in ({"params": fresh, "lr": lr},
                                 {"params": self.warm, "lr": lr * self.warm_lr})
                     if g["params"]]
-        if groups is None:
-            return None
         out: list[dict[str, Any]] = groups(lr)
         out[0]["params"] = [*out[0]["params"], *self.heads.parameters()]
         return [g for g in out if g["params"]]

@@ -46,11 +46,11 @@ def warm_start(model: nn.Module, ref: str, lr: float = 1.0, frozen_epochs: int =
     with torch.no_grad():
         for k in matched:
             own[k].copy_(tensors[k].to(own[k].dtype))
-    if lr != 1.0 or frozen_epochs:  # model.init_lr, model.init_frozen_epochs
-        settings = getattr(model, "warm_settings", None)
-        if settings is None:
-            raise ConfigError("model.init_lr / init_frozen_epochs need a model with output "
-                              f"heads; {type(model).__name__} trains as one piece")
+    settings = getattr(model, "warm_settings", None)  # model.init_lr, init_frozen_epochs
+    if settings is not None:
         settings(matched, lr, frozen_epochs)
+    elif lr != 1.0 or frozen_epochs:
+        raise ConfigError("model.init_lr / init_frozen_epochs need a model with output "
+                          f"heads; {type(model).__name__} trains as one piece")
     return {"path": str(path), "objective": meta.get("objective"), "copied": len(matched),
             "tensors": len(own)}

@@ -47,12 +47,7 @@ def ranking_report(model: _Recommender, data: rdata.Interactions, cfg: Recommend
                    split: str) -> dict[str, Any]:
     """HR@k and NDCG@k of ``model`` on ``split``, beside the popularity baseline."""
     rows = ranking_data(data, cfg, split)
-    was = model.training
-    model.eval()
-    scores = torch.cat([model(_take(rows.inputs, s, 1024))["scores"].float()
-                        for s in range(0, len(rows), 1024)]) if len(rows) else \
-        torch.zeros(0, cfg.ranking.candidates + 1)
-    model.train(was)
+    scores = candidate_scores(model, rows)
     counts = torch.bincount(data.train[:, 1], minlength=data.n_items)
     k = cfg.ranking.k
     mine, pop = ranking_metrics(scores, k), ranking_metrics(
@@ -70,6 +65,22 @@ def ranking_report(model: _Recommender, data: rdata.Interactions, cfg: Recommend
             "protocol": f"held-out item among {cfg.ranking.candidates} sampled "
                         f"non-interacted items (seed {cfg.ranking.seed}); full_: among "
                         "every item the user never interacted with"}
+
+
+@torch.inference_mode()
+def candidate_scores(model: _Recommender, rows: TensorData, chunk: int = 1024
+                     ) -> torch.Tensor:
+    """``[U, 1 + candidates]`` float scores of :func:`ranking_data`'s rows, in eval mode
+    (the model's mode is restored), ``chunk`` rows at a time."""
+    was = model.training
+    model.eval()
+    try:
+        parts = [model(_take(rows.inputs, s, chunk))["scores"].float()
+                 for s in range(0, len(rows), chunk)]
+    finally:
+        model.train(was)
+    return torch.cat(parts) if parts else \
+        torch.zeros(0, rows.inputs["candidates"].shape[1])
 
 
 @torch.inference_mode()
