@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,6 +31,33 @@ def test_measure_gives_the_global_norm_and_clips() -> None:
     assert v.norms.tolist() == pytest.approx([3.0, 4.0]) and v.tensors == 2
     total = torch.linalg.vector_norm(torch.cat([p.grad for p in params]))  # type: ignore[misc]
     assert float(total) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf"), float("nan")])
+def test_the_sum_check_finds_every_kind_of_non_finite_value(bad: float) -> None:
+    v = Guard.measure(_params([1.0, 2.0], [3.0, bad, -1.0]), torch.tensor(0.5))
+    assert not v.finite and v.norm is None and v.norms is None and v.tensors == 2
+
+
+def test_a_sum_that_overflows_is_not_mistaken_for_a_non_finite_gradient() -> None:
+    # each value is finite, their sum is not: the exact isfinite check decides
+    big = float(torch.finfo(torch.float32).max)
+    params = _params([big, big], [-big, -big])
+    assert not math.isfinite(float(params[0].grad.sum()))  # type: ignore[union-attr]
+    v = Guard.measure(params, torch.tensor(1.0))
+    assert v.finite and v.loss == 1.0
+    # their L2 norm overflows too: the verdict is the same on a step that measures norms,
+    # and only clipping, which needs a finite norm, skips it
+    assert Guard.measure(params, torch.tensor(1.0), norms=True).finite
+    assert not Guard.measure(params, torch.tensor(1.0), clip=1.0).finite
+
+
+def test_norms_are_measured_only_when_asked() -> None:
+    params = _params([3.0, 0.0], [0.0, 4.0])
+    v = Guard.measure(params, torch.tensor(1.0))
+    assert v.finite and v.norm is None and v.norms is None
+    w = Guard.measure(params, torch.tensor(1.0), norms=True)
+    assert w.norm == pytest.approx(5.0) and w.norms.tolist() == [3.0, 4.0]  # type: ignore[union-attr]
 
 
 def test_non_finite_steps_are_counted_and_abort_in_a_row() -> None:

@@ -71,10 +71,12 @@ class PlainStep:
             scaler.unscale_(self.opt)
         if t.world is not None:
             step_loss = self._agree(step_loss)
-        v = t.guard.measure(self.params, step_loss, clip=cfg.grad_clip, micro=micro)
+        sampled = st.step % cfg.telemetry_every == 0  # the steps whose norms are logged
+        v = t.guard.measure(self.params, step_loss, clip=cfg.grad_clip, micro=micro,
+                            norms=sampled)
         if v.finite:
             t.guard.ok(st)
-            if st.step % cfg.telemetry_every == 0:
+            if sampled:
                 t.telemetry.record(v.norms, v.tensors)
             self.opt.step() if scaler is None else scaler.step(self.opt)
             if self.on_step_end is not None:
