@@ -85,7 +85,8 @@ MODULE_TIERS = {
             "registry tune ui",
             "runs"],
     "config": ["parsing", "recommend rl", "supervised",
-               "audio columns generative pretrain pretrained seq2seq sequences streaming",
+               "audio columns generative pretrain pretrained regularise seq2seq sequences "
+               "streaming",
                "base"],
     "data": ["streaming",
              "build proposal",
@@ -118,7 +119,7 @@ MODULE_TIERS = {
                 "abstain batcher limits metrics records settings validate"],
     "tracking": ["webapp", "dashboard", "cards", "card recorder registry studies views",
                  "store", "schema"],
-    "training": ["trainer", "adversarial", "probe steps",
+    "training": ["trainer", "adversarial mixup", "probe steps",
                  "callbacks checkpoint hardware phases trees",
                  "distributed guard optim"],
 }

@@ -25,6 +25,7 @@ from layerwise.config.generative import (
 )
 from layerwise.config.pretrain import PretrainConfig
 from layerwise.config.pretrained import PretrainedConfig
+from layerwise.config.regularise import AdversarialConfig, MixupConfig
 from layerwise.config.seq2seq import Seq2SeqConfig, SequenceOutput, check_seq2seq
 from layerwise.config.sequences import (
     ForecastOutput,
@@ -465,17 +466,6 @@ class EarlyStoppingConfig(_Strict):
     restore_best: bool = True
 
 
-class AdversarialConfig(_Strict):
-    """Adversarial training: each batch is replaced by its worst case within ``eps``."""
-
-    method: Literal["fgsm", "pgd"] = "pgd"
-    eps: float = Field(0.1, gt=0.0, description="the L-infinity radius, in raw input units "
-                       "(pixels in [0, 1]; standardised units for numeric columns)")
-    steps: int = Field(7, gt=0, description="pgd: gradient-sign steps (fgsm takes one)")
-    alpha: float | None = Field(None, gt=0.0, description="pgd: step size (default "
-                                "2.5 * eps / steps)")
-
-
 class TrainConfig(_Strict):
     """How to train: the Trainer's whole configuration."""
 
@@ -511,6 +501,9 @@ class TrainConfig(_Strict):
     adversarial: AdversarialConfig | None = Field(
         None, description="train on adversarial examples of image or numeric inputs (a "
         "step strategy, training/adversarial.py)")
+    mixup: MixupConfig | None = Field(
+        None, description="blend each batch with a shuffled copy of itself (mixup, CutMix) "
+        "and the loss alike: a regulariser for few labels (training/mixup.py)")
 
 
 # ---------------------------------------------------------------------------- top level

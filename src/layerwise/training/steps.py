@@ -45,8 +45,7 @@ class PlainStep:
                  autocast: Callable[[], AbstractContextManager[Any]]) -> Outcome | None:
         t, st, acc = self.trainer, self.trainer.state, self.trainer.config.accumulate
         with autocast():
-            loss = replica_loss(t, inputs, targets) if t.replicas > 1 else \
-                t.training_step(t.forward_module, (inputs, targets))
+            loss = self.loss(inputs, targets)
         if t.world is not None:  # this rank's part of the batch's mean loss
             loss = loss * loss_share()
         scaled = loss / acc if acc > 1 else loss
@@ -61,6 +60,12 @@ class PlainStep:
             return None
         step_loss, self.step_loss = self.step_loss, None
         return self.update(step_loss, (st.batch - 1) % acc + 1)
+
+    def loss(self, inputs: Any, targets: Any) -> torch.Tensor:
+        """The batch's loss, under the step's autocast (a strategy may change the batch)."""
+        t = self.trainer
+        return replica_loss(t, inputs, targets) if t.replicas > 1 else \
+            t.training_step(t.forward_module, (inputs, targets))
 
     def update(self, step_loss: torch.Tensor, micro: int) -> Outcome:
         """Guard, telemetry, clip, update; a skipped step still steps the schedule, to

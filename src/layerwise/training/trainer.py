@@ -61,6 +61,7 @@ from layerwise.training.callbacks import (
 )
 from layerwise.training.guard import Guard
 from layerwise.training.hardware import Choices, choose, compiled, grad_scaler
+from layerwise.training.mixup import MixupStep
 from layerwise.training.optim import build_optimizer, build_scheduler
 from layerwise.training.phases import Phases
 from layerwise.training.probe import settle
@@ -335,6 +336,15 @@ class Trainer:
         if cfg.adversarial is not None and getattr(model, "phases", ()):
             raise ConfigError("train.adversarial is for models trained in one step; a "
                               "phased model (gan) cannot use it")
+        mixup = getattr(cfg, "mixup", None)
+        if mixup is not None:
+            if getattr(model, "phases", ()) or cfg.adversarial is not None:
+                raise ConfigError("train.mixup blends the batches of a plain step; it "
+                                  "cannot go with a phased model (gan) or "
+                                  "train.adversarial")
+            if self.world is not None or self.replicas > 1:
+                raise ConfigError("train.mixup blends rows across the whole batch and "
+                                  "trains in one process, without train.replicas")
         if getattr(model, "phases", ()):  # e.g. a GAN: one optimizer per phase
             phases = Phases(model, cfg, total, self.steps_per_epoch)
             self.optimizer, self.scheduler = phases.optimizer, phases.scheduler
@@ -349,9 +359,10 @@ class Trainer:
         self.optimizer = build_optimizer(groups or params, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, total,
                                          self.steps_per_epoch)
-        self.strategy = PlainStep(self, model, self.optimizer, self.scheduler, n_batches) \
-            if cfg.adversarial is None else AdversarialStep(
-                self, model, self.optimizer, self.scheduler, n_batches, self.input_boxes)
+        step = (self, model, self.optimizer, self.scheduler, n_batches)
+        self.strategy = AdversarialStep(*step, self.input_boxes) \
+            if cfg.adversarial is not None else MixupStep(*step) if mixup is not None \
+            else PlainStep(*step)
         return self.strategy
 
     def _all_callbacks(self) -> list[Callback]:
