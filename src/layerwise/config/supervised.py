@@ -195,6 +195,9 @@ class ImageInput(_Feature):
     channels: Literal[1, 3] | None = Field(None, description="1 (grey) or 3 (RGB); default: "
                                             "as found in the training data")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    tta: bool = Field(False, description="at prediction, average the model's outputs for "
+                      "the image and its mirror image (test-time augmentation: only where "
+                      "a horizontal flip keeps the label, as augment.flip does)")
 
 
 class TextInput(_Columns):

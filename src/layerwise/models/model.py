@@ -23,10 +23,19 @@ class LayerwiseModel(nn.Module):
     """What ``layerwise train`` builds from a config; any ``nn.Module`` also trains."""
 
     def __init__(self, backbone: nn.Module,
-                 heads: list[Head | NextTokenHead | SequenceHead]) -> None:
+                 heads: list[Head | NextTokenHead | SequenceHead],
+                 tta: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict({h.name: h for h in heads})
+        # inputs.<image>.tta: out of training, the outputs for these images and their
+        # mirror images are averaged (the heads' logits or values)
+        self.tta = list(tta)
+        other = sorted(n for n, h in self.heads.items()
+                       if h.kind not in ("category", "binary", "numeric"))
+        if self.tta and other:
+            raise ConfigError(f"inputs.{self.tta[0]}.tta averages class scores or values; "
+                              f"outputs {', '.join(other)} are neither")
         # model.init_from: the parameters copied from a pre-trained encoder, their rate
         # (× lr) and the epochs they stay fixed (see warm_settings)
         self.warm: list[nn.Parameter] = []
@@ -46,6 +55,13 @@ class LayerwiseModel(nn.Module):
         self.warm_lr, self.warm_frozen_epochs = lr, frozen_epochs
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.tta and not self.training:
+            plain = self._forward(inputs)
+            mirror = self._forward({**inputs, **{k: inputs[k].flip(-1) for k in self.tta}})
+            return {k: (v + mirror[k]) / 2 for k, v in plain.items()}
+        return self._forward(inputs)
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         h = self.backbone(inputs)  # [B, F]
         if isinstance(h, tuple):  # a joint backbone: pooled [B, F], token states [B, T, C]
             pooled, tokens = h
@@ -163,4 +179,4 @@ def build_model(model_cfg: Any, output_cfgs: list[Any], desc: dict[str, Any],
         heads.append(build_head(o, backbone.out_features, desc["outputs"][o.name],
                                 (class_weights or {}).get(o.name),
                                 (scales or {}).get(o.name, 1.0)))
-    return LayerwiseModel(backbone, heads)
+    return LayerwiseModel(backbone, heads, desc.get("tta", ()))
