@@ -61,7 +61,8 @@ def draw(cfg: Any, n: int, size: tuple[int, int] | None, seed: int) -> Blend | N
 
 
 def blend(inputs: Any, b: Blend) -> Any:
-    """The blended inputs (a tensor or a dict of tensors)."""
+    """The blended inputs (a tensor or a dict of tensors). CutMix pastes into the images
+    only; other inputs of the row stay its own, as in CutMix's definition."""
     single = isinstance(inputs, torch.Tensor)
     x = {"": inputs} if single else dict(inputs)
     idx = b.perm.to(next(iter(x.values())).device)
