@@ -115,6 +115,23 @@ def test_token_is_required_and_compared(models: dict[str, Path], tmp_path: Path)
                       headers=ok).status_code == 200
 
 
+def test_serve_bounds_the_allocator_before_it_runs(models: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # batch buffers must go back to the system, or RSS grows under overload (issue 14)
+    from layerwise.serving import server
+
+    calls: list[str] = []
+    monkeypatch.setattr(server, "bound_allocator", lambda: calls.append("bound"))
+
+    class Ran:
+        def run(self) -> None:
+            calls.append("run")
+
+    monkeypatch.setattr(server, "make_server", lambda app, st: Ran())
+    server.serve([str(models["mlp"])], ServeSettings(state_dir=str(tmp_path / "state")))
+    assert calls == ["bound", "run"]
+
+
 def test_a_public_host_without_a_token_refuses_to_start(models: dict[str, Path],
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]

@@ -93,10 +93,10 @@ def _rows(tree: Tree, a: int, z: int) -> Tree:
 
 
 def bound_allocator() -> None:
-    """Make freed buffers go back to the system while data streams (Linux, glibc): a
-    fixed mmap threshold (glibc otherwise raises it after the first large free, and later
-    batch-sized buffers stay in a heap that only grows) and Arrow's system allocator
-    (its default pool keeps freed pages for reuse)."""
+    """Make freed buffers go back to the system while data streams or a server answers
+    batches (Linux, glibc): a fixed mmap threshold (glibc otherwise raises it after the
+    first large free, and later batch-sized buffers stay in a heap that only grows) and
+    Arrow's system allocator (its default pool keeps freed pages for reuse)."""
     import ctypes
     import ctypes.util
 

@@ -16,6 +16,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from layerwise.data.shards import bound_allocator
 from layerwise.errors import ConfigError, MissingDependencyError
 from layerwise.serving.settings import ServeSettings
 from layerwise.tracking.registry import SCHEME, resolve_model
@@ -88,6 +89,10 @@ def serve(models: list[str], settings: ServeSettings) -> None:
         settings = settings.model_copy(update={"token": os.environ["LAYERWISE_TOKEN"]})
     settings.check()
     found = sources(models, settings)
+    # batch-sized buffers go back to the system when freed: with glibc's own threshold
+    # they stayed in a heap that grew under overload (RSS +14-19% in 60 s at 2x capacity,
+    # +5% with this; docs/benchmarks.md, issue 14)
+    bound_allocator()
     from layerwise.serving.app import create_app
 
     app = create_app(found, settings)
