@@ -60,3 +60,13 @@ def test_outputs_that_cannot_be_averaged_are_refused() -> None:
 
     with pytest.raises(ConfigError, match="inputs.image.tta.*outputs tags"):
         LayerwiseModel(nn.Identity(), [Tags()], tta=["image"])  # type: ignore[list-item]
+
+
+def test_the_onnx_export_carries_the_mirror(tiny_cnn: dict[str, Any], tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from layerwise.compress.export import export
+
+    tiny_cnn["inputs"][0]["tta"] = True
+    run = train(tiny_cnn, output=tmp_path / "run")
+    out = export(run.model_dir, tmp_path / "m.onnx")
+    assert out["max_abs_diff"] < 1e-4 and out["rows_checked"] > 0  # against eager, with tta
