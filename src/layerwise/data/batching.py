@@ -158,7 +158,12 @@ def make_batches(data: TensorData, batch_size: int, *, kind: str, shuffle: bool,
     return cls(data, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
 
 
-INFERENCE_BUDGET = 1 << 30   # bytes of activations one inference batch may take at most
+# bytes of activations one inference batch may take at most. Sized for speed, not only to
+# fit in memory: EfficientNet-Lite0 at 160² (~10 MiB per row by the probe; 6 rows here)
+# scored a row in 16.9 ms at 8 rows, 26.3 at 26 and 46.9 at 106 (what 1 GiB allowed), one
+# thread, Zen 4, while the Fashion CNN (~0.4 MiB per row; 167 rows here) was flat from 32
+# rows up (docs/benchmarks.md, issue 16, session 15)
+INFERENCE_BUDGET = 1 << 26
 _PROBE_ROWS = 2
 
 
@@ -167,7 +172,7 @@ def inference_rows(forward: Any, inputs: Tree, cap: int, budget: int | None = No
     batch would pass ``budget`` bytes of activations, judged by the largest output of any
     module on a 2-row pass, times four (its input, a kept residual and scratch live beside
     it). An EfficientNet at 192² keeps 3.5 MB per row in one layer: 2,048 rows would not
-    fit in 24 GiB."""
+    fit in 24 GiB, and batches past the caches run slower per row (``INFERENCE_BUDGET``)."""
     n = first_len(inputs)
     if n <= _PROBE_ROWS:
         return max(1, min(cap, n))
