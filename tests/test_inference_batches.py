@@ -40,13 +40,17 @@ def test_rows_follow_the_largest_activation_and_keep_the_cap() -> None:
     assert inference_rows(model, data.inputs, 2048, budget=1) == 1
 
 
-def test_the_default_budget_keeps_large_activations_to_small_batches() -> None:
+def test_the_default_budget_keeps_large_activations_to_small_batches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # big activations run slower per row in big batches on the CPU (INFERENCE_BUDGET):
     # 128 KiB per row gets 512 rows by default; 16 times that, 32 rows
     model, data = _Wide(), _data(1000)
     assert inference_rows(model, data.inputs, 2048) == 512
     big = TensorData({"image": torch.randn(100, 1, 128, 128)}, {"label": torch.zeros(100)})
     assert inference_rows(model, big.inputs, 2048) == 32
+    # on a GPU, large batches pay: the budget there is memory's (1 GiB)
+    monkeypatch.setattr(batching, "_on_cuda", lambda forward: True)
+    assert inference_rows(model, big.inputs, 2048) == 512
 
 
 def test_the_probe_leaves_the_model_as_it_found_it() -> None:

@@ -164,7 +164,14 @@ def make_batches(data: TensorData, batch_size: int, *, kind: str, shuffle: bool,
 # thread, Zen 4, while the Fashion CNN (~0.4 MiB per row; 167 rows here) was flat from 32
 # rows up (docs/benchmarks.md, issue 16, session 15)
 INFERENCE_BUDGET = 1 << 26
+INFERENCE_BUDGET_CUDA = 1 << 30  # a GPU wants large batches; memory is its limit there
 _PROBE_ROWS = 2
+
+
+def _on_cuda(forward: Any) -> bool:
+    params = forward.parameters() if isinstance(forward, torch.nn.Module) else iter(())
+    first = next(params, None)
+    return first is not None and first.device.type == "cuda"
 
 
 def inference_rows(forward: Any, inputs: Tree, cap: int, budget: int | None = None) -> int:
@@ -194,5 +201,6 @@ def inference_rows(forward: Any, inputs: Tree, cap: int, budget: int | None = No
         if training:
             forward.train()
     per_row = 4 * largest / _PROBE_ROWS
-    budget = INFERENCE_BUDGET if budget is None else budget
+    if budget is None:
+        budget = INFERENCE_BUDGET_CUDA if _on_cuda(forward) else INFERENCE_BUDGET
     return max(1, min(cap, int(budget // per_row) if per_row else cap))
