@@ -137,7 +137,7 @@ class Schema:
             "category_names": [e.name for e in self.category],
             "image_stats": {e.name: {"mean": e.mean, "std": e.std}  # type: ignore[attr-defined]
                             for e in self.images},
-            "tta": [e.name for e in self.images if getattr(e.cfg, "tta", False)],
+            "tta": [e.name for e in self.images if e.cfg.tta],
             "texts": {t.name: t.describe() for t in self.texts},  # vocab_size, max_length
             "series": {e.name: e.describe() for e in self.series},  # channels, lookback
             "audio": {e.name: e.describe() for e in self.audio},  # shape, frames, stack

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerwise.data.batching import take
+from layerwise.data.batching import first_len, take
 from layerwise.errors import ConfigError
 from layerwise.training.steps import PlainStep
 
@@ -65,9 +65,8 @@ def blend(inputs: Any, b: Blend) -> Any:
     only; other inputs of the row stay its own, as in CutMix's definition."""
     single = isinstance(inputs, torch.Tensor)
     x = {"": inputs} if single else dict(inputs)
-    idx = b.perm.to(next(iter(x.values())).device)
     for k, v in x.items():
-        other = v.index_select(0, idx)
+        other = v.index_select(0, b.perm)
         if b.box is None:
             x[k] = v * b.lam + other * (1 - b.lam)
         elif v.ndim == 4:
@@ -101,20 +100,14 @@ class MixupStep(PlainStep):
     def loss(self, inputs: Any, targets: Any) -> torch.Tensor:
         t, cfg = self.trainer, self.trainer.config
         size = check_inputs(inputs)
-        n = int(targets.shape[0]) if isinstance(targets, torch.Tensor) else \
-            int(next(iter(targets.values())).shape[0])
-        b = draw(cfg.mixup, n, size, cfg.seed * 1_000_003 + t.state.step * 7919
-                 + t.state.batch * 31 + 17)
+        b = draw(cfg.mixup, first_len(targets), size, cfg.seed * 1_000_003
+                 + t.state.step * 7919 + t.state.batch * 31 + 17)
         if b is None:
             return super().loss(inputs, targets)
+        # inputs and targets share the batch's device (the Trainer moved both)
+        first = inputs if isinstance(inputs, torch.Tensor) else next(iter(inputs.values()))
+        b.perm = b.perm.to(first.device)
         model = t.forward_module
         out = model(blend(inputs, b))
-        other = take(targets, b.perm.to(_device(targets)))
         return b.lam * t.compute_loss(model, out, targets) + \
-            (1 - b.lam) * t.compute_loss(model, out, other)
-
-
-def _device(tree: Any) -> torch.device:
-    if isinstance(tree, torch.Tensor):
-        return tree.device
-    return _device(next(iter(tree.values())))
+            (1 - b.lam) * t.compute_loss(model, out, take(targets, b.perm))

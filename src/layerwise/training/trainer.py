@@ -336,7 +336,7 @@ class Trainer:
         if cfg.adversarial is not None and getattr(model, "phases", ()):
             raise ConfigError("train.adversarial is for models trained in one step; a "
                               "phased model (gan) cannot use it")
-        mixup = getattr(cfg, "mixup", None)
+        mixup = cfg.mixup
         if mixup is not None:
             if getattr(model, "phases", ()) or cfg.adversarial is not None:
                 raise ConfigError("train.mixup blends the batches of a plain step; it "
