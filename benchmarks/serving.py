@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import io
 import json
 import os
@@ -221,12 +222,14 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float
             await _send(conn, bodies[k % len(bodies)], lat, codes)
             idle.append(conn)
 
-    tasks = []
-    start_t = time.monotonic()
+    tasks: set[asyncio.Task[None]] = set()  # the running ones only: a list of every task
+    start_t = time.monotonic()               # made the collector's pauses grow to 200 ms
     k = 0
     while (now := time.monotonic()) < start_t + seconds:
         while k < int((now - start_t) * rate):
-            tasks.append(asyncio.create_task(one(k)))
+            task = asyncio.create_task(one(k))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
             k += 1
         await asyncio.sleep(0.002)
     await asyncio.gather(*tasks)
@@ -503,9 +506,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lw-serving-bench-"))
     model = work / "model"
     shutil.copytree(args.model, model)
-    results: dict[str, Any] = {"machine": "amx (2 cores, shared with other agents)"}
+    from layerwise.training.hardware import cpu_kind, cpu_model
+
+    results: dict[str, Any] = {"machine": cpu_model(), "kind": cpu_kind(),
+                               "cores": os.cpu_count()}
     needs_images = {"throughput", "overload", "sigterm", "abstain", "drift"} & set(phases)
     xt, yt, xv, yv = test_images(model) if needs_images else (None,) * 4
+    gc.collect()  # the load generator's own collector: what is loaded by now stays out
+    gc.freeze()   # of its walks (a full one paused every request in flight, 100-200 ms)
     steps = {
         "throughput": lambda: throughput(model, work, xt, args.seconds, args.repeats),
         "overload": lambda: overload(model, work, xt, args.overload_seconds, args.capacity

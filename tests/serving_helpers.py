@@ -4,6 +4,7 @@ thread, and a Predictor that is slow on purpose (to fill queues and time out).""
 from __future__ import annotations
 
 import contextlib
+import gc
 import socket
 import threading
 import time
@@ -61,6 +62,7 @@ def running(sources: dict[str, Any], tmp_path: Any, **settings: Any
         client.close()
         server.should_exit = True
         thread.join(30)
+        gc.unfreeze()  # the server froze what loading made; the next test's garbage is its own
 
 
 def serve_slow(model_dir: str, port: int, delay: float, state_dir: str) -> None:

@@ -132,6 +132,22 @@ def test_serve_bounds_the_allocator_before_it_runs(models: dict[str, Path], tmp_
     assert calls == ["bound", "run"]
 
 
+def test_loading_leaves_the_collector_only_what_requests_make(models: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    # a full collection over what loading made (~200k objects) paused every answer in
+    # flight for 100-300 ms under load (issue 14): the server freezes it once ready
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with running({"mlp": str(models["mlp"])}, tmp_path) as (c, state):
+        assert state.ready
+        frozen = gc.get_freeze_count()
+        assert c.post("/v1/models/mlp/predict", json={"rows": [WINE_ROW]}).status_code == 200
+    gc.unfreeze()
+    assert frozen > 10_000
+
+
 def test_a_public_host_without_a_token_refuses_to_start(models: dict[str, Path],
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]
