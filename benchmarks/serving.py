@@ -494,6 +494,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="throughput: interleaved pairs")
     ap.add_argument("--queue-wait-ms", type=float, default=None,
                     help="overload: the server's queue_wait_ms (shed requests queued longer)")
+    ap.add_argument("--queue-size", type=int, default=None,
+                    help="overload: the batcher's queue_size (64 unless given)")
+    ap.add_argument("--overload-max-wait-ms", type=float, default=None,
+                    help="overload: the batcher's max_wait_ms (5 unless given)")
     ap.add_argument("--recommender", type=Path, default=None,
                     help="schemathesis: a recommender served beside the model as 'rec'")
     args = ap.parse_args()
@@ -502,6 +506,10 @@ def main() -> None:
     ON.update(max_wait_ms=args.max_wait_ms, max_batch_size=args.max_batch)
     if args.queue_wait_ms is not None:
         OVERLOAD["queue_wait_ms"] = args.queue_wait_ms
+    if args.queue_size is not None:
+        OVERLOAD["queue_size"] = args.queue_size
+    if args.overload_max_wait_ms is not None:
+        OVERLOAD["max_wait_ms"] = args.overload_max_wait_ms
     phases = args.only.split(",")
     work = Path(tempfile.mkdtemp(prefix="lw-serving-bench-"))
     model = work / "model"
