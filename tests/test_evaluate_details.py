@@ -50,6 +50,36 @@ def test_bootstrap_metrics_agree_with_scikit_learn() -> None:
     assert bootstrap.r2(a, b) == pytest.approx(r2_score(a, b))
 
 
+def test_validation_macro_f1_agrees_with_scikit_learn() -> None:
+    import torch
+    from sklearn.metrics import f1_score
+
+    from layerwise.models.heads import CategoryHead
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 500)
+    logits = rng.normal(size=(500, 5))  # class 4: never a target, sometimes predicted
+    logits[np.arange(250), y[:250]] += 3.0
+    got = CategoryHead("label", 8, 5).metrics(torch.tensor(logits), torch.tensor(y))
+    assert got["macro_f1"] == pytest.approx(f1_score(
+        y, logits.argmax(1), labels=range(5), average="macro", zero_division=0), abs=1e-12)
+    assert got["accuracy"] == pytest.approx(float((logits.argmax(1) == y).mean()))
+
+
+def test_early_stopping_can_follow_validation_macro_f1(tiny_mlp: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    cfg = tiny_mlp
+    cfg["train"] = {**cfg["train"], "epochs": 8,
+                    "early_stopping": {"monitor": "val_macro_f1", "patience": 2}}
+    run = lw.train(cfg, output=tmp_path / "run")
+    scores = [h["val_macro_f1"] for h in run.history]
+    assert all(0.0 <= f <= 1.0 for f in scores)
+    # "auto" reads an F1 as a score to raise: the weights kept are those of the best epoch
+    best = max(scores)
+    assert run.fit.best == {"epoch": 1 + scores.index(best), "value": best}
+    assert run.metrics["validation"]["macro_f1"] == pytest.approx(best, abs=1e-9)
+
+
 def test_bootstrap_intervals_cover_the_value_and_are_seeded() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)

@@ -47,10 +47,22 @@ class CategoryHead(Head):
                                label_smoothing=self.label_smoothing)
 
     def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        return {"accuracy": (out.argmax(1) == y).float().mean().item()}
+        pred = out.argmax(1)
+        return {"accuracy": (pred == y).float().mean().item(),
+                "macro_f1": macro_f1(pred, y, out.shape[1])}
 
     def probabilities(self, out: torch.Tensor) -> torch.Tensor:
         return out.float().softmax(dim=1)
+
+
+def macro_f1(pred: torch.Tensor, y: torch.Tensor, classes: int) -> float:
+    """Macro-F1 over all ``classes``, as the evaluation reports it (scikit-learn's
+    ``f1_score(average="macro", labels=range(classes), zero_division=0)``): three counts per
+    class, so a head with many classes costs O(classes), not a confusion matrix."""
+    tp = torch.bincount(y[pred == y], minlength=classes).double()
+    both = (torch.bincount(pred, minlength=classes) + torch.bincount(y, minlength=classes))
+    f1 = torch.where(both > 0, 2 * tp / both.clamp(min=1), torch.zeros_like(tp))
+    return f1.mean().item()
 
 
 class BinaryHead(Head):
