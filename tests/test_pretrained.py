@@ -134,6 +134,36 @@ def test_discriminative_learning_rates_decay_from_the_top_block() -> None:
     assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.01}
 
 
+IMAGE_DESC: dict[str, Any] = {
+    **TEXT_DESC, "texts": {}, "images": {"image": {"channels": 1, "height": 28, "width": 28}},
+    "image_stats": {"image": {"mean": [0.3], "std": [0.3]}},
+    "restoring": False}  # the published weights: random ones pass almost no gradient
+
+
+@pytest.mark.parametrize("batch_norm", ["train", "frozen"])
+def test_frozen_batch_norm_keeps_the_statistics_and_trains_scale_and_shift(
+        batch_norm: str) -> None:
+    cfg = TypeAdapter(ModelConfig).validate_python(
+        {"family": "pretrained", "encoder": "efficientnet-lite0", "image_size": 32,
+         "batch_norm": batch_norm})
+    torch.manual_seed(0)
+    model = build_model(cfg, OUT, IMAGE_DESC)
+    norms = [m for m in model.backbone.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats = [m.running_mean.clone() for m in norms]
+    scales = [m.weight.detach().clone() for m in norms]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    assert all(m.training == (batch_norm == "train") for m in norms)
+    assert model.backbone.encoder.training and model.training  # dropout still trains
+    x = {"image": torch.randn(6, 1, 28, 28)}
+    loss = torch.nn.functional.cross_entropy(model(x)["y"], torch.tensor([0, 1, 2, 0, 1, 2]))
+    loss.backward()
+    opt.step()
+    moved = [not torch.equal(m.running_mean, s) for m, s in zip(norms, stats)]
+    assert all(moved) if batch_norm == "train" else not any(moved)
+    assert any(not torch.equal(m.weight, w) for m, w in zip(norms, scales))
+
+
 def test_minilm_needs_its_own_tokenizer_and_lora_needs_linear_layers() -> None:
     desc = {**TEXT_DESC, "texts": {"text": {**TEXT_DESC["texts"]["text"],
                                             "tokenizer": "word"}}}
@@ -143,6 +173,9 @@ def test_minilm_needs_its_own_tokenizer_and_lora_needs_linear_layers() -> None:
     with pytest.raises(ValidationError, match="lora adapts Linear layers"):
         TypeAdapter(ModelConfig).validate_python(
             {"family": "pretrained", "encoder": "efficientnet-lite0", "finetune": "lora"})
+    with pytest.raises(ValidationError, match="batch_norm: frozen is for efficientnet"):
+        TypeAdapter(ModelConfig).validate_python(
+            {"family": "pretrained", "encoder": "minilm", "batch_norm": "frozen"})
 
 
 @pytest.mark.parametrize(("call", "module", "package"), [

@@ -72,6 +72,10 @@ class PretrainedConfig(_Family):
                             "square side before the CNN: 224 is its ImageNet size; 96 costs "
                             "a fifth of that and keeps CPU fine-tuning affordable on small "
                             "inputs such as 28x28 Fashion-MNIST")
+    batch_norm: Literal["train", "frozen"] = Field(
+        "train", description="efficientnet-lite0 fine-tuned (full or gradual): train updates "
+        "the batch-norm statistics from each batch; frozen keeps the published running "
+        "statistics (the layers stay in inference mode, their scale and shift still train)")
     lora: LoRAConfig = Field(default_factory=LoRAConfig, description="finetune: lora")
     dense: list[int] = Field(default_factory=list, description="dense layers after pooling")
     activation: Activation = "gelu"
@@ -83,6 +87,9 @@ class PretrainedConfig(_Family):
         if self.finetune == "lora" and self.encoder == "efficientnet-lite0":
             raise ValueError("finetune: lora adapts Linear layers and efficientnet-lite0 is "
                              "convolutional; use finetune: full, gradual or frozen")
+        if self.batch_norm == "frozen" and self.encoder != "efficientnet-lite0":
+            raise ValueError("batch_norm: frozen is for efficientnet-lite0; minilm has no "
+                             "batch norm (its layer norms need no statistics)")
         if self.pooling == "cls" and self.encoder != "minilm":
             raise ValueError("pooling: cls is for text encoders (minilm)")
         return self

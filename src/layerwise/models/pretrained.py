@@ -19,6 +19,11 @@ lora       low-rank adapters on the encoder's Linear layers train (models/lora.p
            end of training they are merged into the weights unless ``lora.merge: false``
 =========  ============================================================================
 
+``batch_norm: frozen`` keeps the encoder's batch-norm layers in inference mode while the
+rest fine-tunes: the published running statistics normalise every batch and are never
+updated (Keras's advice for fine-tuning), which small batches of a new domain cannot
+then disturb; their scale and shift still train.
+
 ``lr_decay`` gives each block its own learning rate, ``lr × lr_decay^k`` for the block
 ``k`` places below the top (:meth:`param_groups`; the Trainer builds its optimizer from
 them). A model built for training loads the encoder's published weights; one rebuilt from
@@ -121,6 +126,10 @@ class Pretrained(nn.Module):
         super().train(mode)
         if mode and self.cfg.finetune == "frozen":
             self.encoder.eval()  # a fixed encoder: batch-norm statistics stay as published
+        elif mode and self.cfg.batch_norm == "frozen":
+            for m in self.encoder.modules():  # the statistics stay; scale and shift train
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     # -- fine-tuning --------------------------------------------------------------------
