@@ -121,7 +121,7 @@ MODULE_TIERS = {
                  "store", "schema"],
     "training": ["trainer", "adversarial mixup", "probe steps",
                  "callbacks checkpoint hardware phases trees",
-                 "distributed guard optim"],
+                 "averaging distributed guard optim"],
 }
 TIER = {(st, m): i for st, tiers in MODULE_TIERS.items()
         for i, tier in enumerate(tiers) for m in tier.split()}

@@ -1,5 +1,6 @@
 """Settings of the step strategies that change what a batch trains on: adversarial
-examples (training/adversarial.py) and mixup / CutMix (training/mixup.py)."""
+examples (training/adversarial.py) and mixup / CutMix (training/mixup.py); and the moving
+average of the weights that validation scores (training/averaging.py)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,14 @@ class MixupConfig(_Strict):
         if not self.alpha and not self.cutmix_alpha:
             raise ValueError("mixup needs alpha > 0 or cutmix_alpha > 0 (or drop train.mixup)")
         return self
+
+
+class EMAConfig(_Strict):
+    """An exponential moving average of the weights: validation scores it and the run ends
+    with it (training/averaging.py)."""
+
+    decay: float = Field(0.999, gt=0.0, lt=1.0, description="each step keeps this share of "
+                         "the average; about 1 / (1 - decay) steps are remembered (0.999: "
+                         "~1,000, for runs of many thousand steps; 0.99 for short fine-tunes)")
+    warmup: bool = Field(True, description="use min(decay, (1 + n) / (10 + n)) at update n, "
+                         "so the first weights fade fast")

@@ -25,7 +25,7 @@ from layerwise.config.generative import (
 )
 from layerwise.config.pretrain import PretrainConfig
 from layerwise.config.pretrained import PretrainedConfig
-from layerwise.config.regularise import AdversarialConfig, MixupConfig
+from layerwise.config.regularise import AdversarialConfig, EMAConfig, MixupConfig
 from layerwise.config.seq2seq import Seq2SeqConfig, SequenceOutput, check_seq2seq
 from layerwise.config.sequences import (
     ForecastOutput,
@@ -504,6 +504,9 @@ class TrainConfig(_Strict):
     adversarial: AdversarialConfig | None = Field(
         None, description="train on adversarial examples of image or numeric inputs (a "
         "step strategy, training/adversarial.py)")
+    ema: EMAConfig | None = Field(
+        None, description="keep an exponential moving average of the weights; validation "
+        "and the artifact use it (training/averaging.py)")
     mixup: MixupConfig | None = Field(
         None, description="blend each batch with a shuffled copy of itself (mixup, CutMix) "
         "and the loss alike: a regulariser for few labels (training/mixup.py)")

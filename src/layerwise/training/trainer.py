@@ -47,6 +47,7 @@ from layerwise.errors import CheckpointError, ConfigError
 from layerwise.training import checkpoint as ckpt
 from layerwise.training import distributed
 from layerwise.training.adversarial import AdversarialStep, Box
+from layerwise.training.averaging import WeightAverage
 from layerwise.training.callbacks import (
     ActivationTelemetry,
     Callback,
@@ -165,6 +166,7 @@ class Trainer:
         self.early_stopping = EarlyStopping(self.config.early_stopping) \
             if self.config.early_stopping else None
         self.scaler: torch.amp.GradScaler | None = None
+        self.ema: WeightAverage | None = None           # train.ema, built by fit
         self.forward_module: nn.Module | None = None   # the model, compiled or parallel
         self.world: distributed.World | None = None    # set by fit under torchrun
         self.replicas = 1   # ranks one process computes each step as (train.replicas)
@@ -242,6 +244,7 @@ class Trainer:
                                         if p.requires_grad])
         self.activations = ActivationTelemetry(model, cfg.telemetry_every)
         self.history, self.state = [], TrainState()
+        self.ema = WeightAverage(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema else None
         if saved is not None:
             self._restore(model, saved)
         run = _Fit(model, strategy, batches, val_batches, self._all_callbacks(),
@@ -252,6 +255,8 @@ class Trainer:
         with SigtermFlag(self):
             while self.state.epoch < cfg.epochs and not self.should_stop and not interrupted:
                 interrupted = self._run_epoch(run)
+        if self.ema is not None and not interrupted:
+            self.ema.copy_to_model()  # the run ends with the weights it was scored with
         result = FitResult(self.history, choices.as_dict(), self.state, interrupted,
                            {"epoch": self.state.best_epoch + 1, "value": self.state.best})
         for cb in run.callbacks:
@@ -436,6 +441,8 @@ class Trainer:
         if outcome.taken:
             st.epoch_loss += outcome.loss
             st.epoch_loss_n += 1
+            if self.ema is not None:
+                self.ema.update()
         st.step += 1
         now = time.perf_counter()
         st.train_time += now - self._clock
@@ -445,7 +452,14 @@ class Trainer:
         self._clock += time.perf_counter() - now  # checkpoints are not training time
 
     def _end_epoch(self, run: _Fit) -> None:
-        """The history row, validation, the epoch callbacks, then the epoch checkpoint."""
+        """The history row, validation, the epoch callbacks, then the epoch checkpoint.
+        With ``train.ema`` the averaged weights are in the model from validation to the
+        last epoch callback; the checkpoint holds the live ones."""
+        with self.ema.swapped_in() if self.ema is not None else nullcontext():
+            self._score_epoch(run)
+        self.save_checkpoint()
+
+    def _score_epoch(self, run: _Fit) -> None:
         st = self.state
         logs: dict[str, Any] = {"epoch": st.epoch + 1, "step": st.step,
                                 "train_loss": st.epoch_loss / max(1, st.epoch_loss_n),
@@ -466,7 +480,6 @@ class Trainer:
         st.batch = 0
         st.epoch_loss, st.epoch_loss_n = 0.0, 0
         st.phase_sums = {}
-        self.save_checkpoint()
 
     @property
     def _c(self) -> Choices:
@@ -519,6 +532,7 @@ class Trainer:
             "rng": ckpt.rng_state(), "augment_rng": self.augment.generator.get_state()
             if self.augment is not None else None,
             "best_state": self.early_stopping.state_dict() if self.early_stopping else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "grad": self.telemetry.state_dict(),
             "activations": self.activations.state_dict(),
             "config": self.config.model_dump(mode="json"),
@@ -560,6 +574,8 @@ class Trainer:
             self.augment.generator.set_state(state["augment_rng"])
         if self.early_stopping is not None:
             self.early_stopping.load_state_dict(state.get("best_state"))
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         self.telemetry.load_state_dict(state["grad"])
         self.activations.load_state_dict(state.get("activations"))
         if self.scaler is not None and state.get("scaler"):
