@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,20 +50,21 @@ class CategoryHead(Head):
     def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         pred = out.argmax(1)
         return {"accuracy": (pred == y).float().mean().item(),
-                "macro_f1": macro_f1(pred, y, out.shape[1])}
+                "macro_f1": macro_f1(y.cpu().numpy(), pred.cpu().numpy(), out.shape[1])}
 
     def probabilities(self, out: torch.Tensor) -> torch.Tensor:
         return out.float().softmax(dim=1)
 
 
-def macro_f1(pred: torch.Tensor, y: torch.Tensor, classes: int) -> float:
+def macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
     """Macro-F1 over all ``classes``, as the evaluation reports it (scikit-learn's
-    ``f1_score(average="macro", labels=range(classes), zero_division=0)``): three counts per
-    class, so a head with many classes costs O(classes), not a confusion matrix."""
-    tp = torch.bincount(y[pred == y], minlength=classes).double()
-    both = (torch.bincount(pred, minlength=classes) + torch.bincount(y, minlength=classes))
-    f1 = torch.where(both > 0, 2 * tp / both.clamp(min=1), torch.zeros_like(tp))
-    return f1.mean().item()
+    ``f1_score(average="macro", labels=range(classes), zero_division=0)``), from three
+    counts per class, so a head with many classes costs O(classes), not a confusion
+    matrix. The validation metric and the bootstrap intervals (evaluation/bootstrap.py)
+    both call it."""
+    tp = np.bincount(y[pred == y], minlength=classes)
+    both = np.bincount(pred, minlength=classes) + np.bincount(y, minlength=classes)
+    return float(np.mean(np.divide(2 * tp, both, out=np.zeros(classes), where=both > 0)))
 
 
 class BinaryHead(Head):

@@ -60,14 +60,10 @@ class WeightAverage:
         try:
             yield
         finally:
-            with torch.no_grad():
-                for live, v in zip(self._live, kept):
-                    live.copy_(v)
+            _copy(self._live, kept)
 
-    @torch.no_grad()
     def copy_to_model(self) -> None:
-        for live, v in zip(self._live, self.shadow):
-            live.copy_(v)
+        _copy(self._live, self.shadow)
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates,
@@ -78,3 +74,8 @@ class WeightAverage:
         self.updates = int(state["updates"])
         for k, v in zip(self.keys, self.shadow):
             v.copy_(state["shadow"][k])
+
+
+@torch.no_grad()
+def _copy(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    torch._foreach_copy_(dst, src)
